@@ -1,0 +1,27 @@
+# The two commands of the README, and the install step they share. The install runs once and again
+# only when pyproject.toml changes (the stamp file records it), so both commands are idempotent.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+STAMP  := $(VENV)/.lepton-installed
+
+.PHONY: demo test install clean-state
+
+demo: $(STAMP)  ## install (first time) and run the full migration on the bundled demo
+	$(VENV)/bin/lepton run
+
+test: $(STAMP)  ## install (first time) and run the test suite
+	$(VENV)/bin/python -m pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lepton needs Python 3.11 or newer, found " + sys.version.split()[0])'
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+clean-state:  ## stop the embedded store and delete the state folder (.lepton)
+	-$(VENV)/bin/lepton store down
+	rm -rf .lepton

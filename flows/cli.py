@@ -1,0 +1,151 @@
+"""The ``lepton`` command: the entry point that runs the flows.
+
+Imports here are light so that ``lepton --help`` answers at once; each command imports what it
+needs (Prefect, torch, boto3) when it runs."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from lepton_core.errors import LeptonError
+
+app = typer.Typer(
+    name="lepton", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    help="Move an AI system (its data, models and services) from on-prem machines to a cloud.",
+)
+store_app = typer.Typer(no_args_is_help=True, help="The embedded S3 server (SeaweedFS on 127.0.0.1).")
+app.add_typer(store_app, name="store")
+
+
+def _fail(message: str, code: int) -> None:
+    for line in message.splitlines() or [""]:
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Show LeptonErrors as ``error: ...`` with their exit code, never a traceback.
+    Anything else is a bug: one line too, with the traceback when LEPTON_DEBUG=1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LeptonError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            if os.environ.get("LEPTON_DEBUG"):
+                raise
+            _fail(f"unexpected {type(exc).__name__}: {exc} (set LEPTON_DEBUG=1 for the traceback)", 1)
+
+    return wrapper
+
+
+@app.command("check-spec")
+@guarded
+def check_spec(spec: Annotated[Path, typer.Argument(help="The spec YAML file.")]) -> None:
+    """Check a spec file; exit code 2 with one line per problem when it is not valid."""
+    from lepton_core.spec import load_spec
+
+    loaded = load_spec(spec)
+    s = loaded.spec
+    typer.echo(f"ok: {spec}: {s.name}: {len(s.datasets)} datasets, {len(s.services)} services, "
+               f"model {s.model.architecture if s.model else 'none'}, target s3://{s.target.bucket}/{s.target.prefix} "
+               f"({s.target.endpoint_url or 'AWS S3'}), catalogue {loaded.catalogue.provider}-{loaded.catalogue.region} "
+               f"as of {loaded.catalogue.as_of}")
+
+
+@app.command()
+@guarded
+def sample(
+    dest: Annotated[Path, typer.Argument(help="Folder to write the demo into (missing or empty).")],
+    seed: Annotated[int, typer.Option(min=0, help="Seed: the same seed writes the same data.")] = 0,
+    epochs: Annotated[int, typer.Option(min=1, max=100, help="Epochs to train the on-prem model.")] = 4,
+    model: Annotated[bool, typer.Option("--model/--no-model", help="Train the on-prem model (about a minute).")] = True,
+    force: Annotated[bool, typer.Option(help="Replace DEST if it is not empty.")] = False,
+) -> None:
+    """Write the bundled demo: digits in two domains, a table, a trained model, services, a spec."""
+    from lepton_core.demo.sample import build_sample
+
+    spec = build_sample(dest, seed=seed, epochs=epochs, train_model=model, force=force, progress=typer.echo)
+    typer.echo(f"demo written; its spec: {spec}")
+
+
+@app.command()
+@guarded
+def run(
+    spec: Annotated[Optional[Path], typer.Argument(help="The spec YAML; the bundled demo when left out.")] = None,
+    bucket: Annotated[Optional[str], typer.Option(help="Override the target bucket.")] = None,
+    prefix: Annotated[Optional[str], typer.Option(help="Override the target key prefix.")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="Override the S3 endpoint ('embedded' or a URL).")] = None,
+) -> None:
+    """Run the whole migration flow on a spec (the bundled demo when none is given)."""
+    from lepton_core.spec import load_spec
+    from lepton_core.spec.params import SpecRef, TargetOverrides
+
+    overrides = TargetOverrides(bucket=bucket, prefix=prefix, endpoint_url=endpoint_url)
+    if spec is not None:  # fail fast, before Prefect starts, on a bad spec or override
+        overrides.apply(load_spec(spec).spec)
+    from flows.migrate import migrate
+
+    report = migrate(spec=SpecRef(path=str(spec.resolve()) if spec else None), target=overrides)
+    typer.echo(f"migration finished; report: {report}")
+    from lepton_core.state import store_dir
+    from lepton_core.store import EmbeddedStore
+
+    status = EmbeddedStore(store_dir()).status()
+    if status.running:
+        typer.echo(f"the embedded object store is still running at {status.endpoint_url}; `lepton store down` stops it")
+
+
+@store_app.command("up")
+@guarded
+def store_up() -> None:
+    """Start the embedded S3 server (or reuse the one running) and print its endpoint."""
+    from lepton_core.state import store_dir
+    from lepton_core.store import EmbeddedStore
+
+    for line in EmbeddedStore(store_dir()).up().lines():
+        typer.echo(line)
+
+
+@store_app.command("down")
+@guarded
+def store_down() -> None:
+    """Stop the embedded S3 server that lepton started; its data stays."""
+    from lepton_core.state import store_dir
+    from lepton_core.store import EmbeddedStore
+
+    typer.echo("embedded store stopped" if EmbeddedStore(store_dir()).down() else "embedded store was not running")
+
+
+@store_app.command("status")
+@guarded
+def store_status() -> None:
+    """Show whether the embedded S3 server runs, its endpoint and access key id (never the secret)."""
+    from lepton_core.state import store_dir
+    from lepton_core.store import EmbeddedStore
+
+    for line in EmbeddedStore(store_dir()).status().lines():
+        typer.echo(line)
+
+
+def main() -> None:
+    # Prefect's telemetry would try to reach the internet from every run; users opt in explicitly.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    app(prog_name="lepton")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Report sections for the stages that exist so far: the spec and the object store."""
+
+from __future__ import annotations
+
+from lepton_core.report.run_report import StageResult
+from lepton_core.spec import LoadedSpec
+from lepton_core.store.target import TargetInfo
+
+
+def spec_stage(loaded: LoadedSpec) -> StageResult:
+    spec, cat = loaded.spec, loaded.catalogue
+    kinds = ", ".join(f"{d.name} ({d.kind})" for d in spec.datasets)
+    details = [
+        ("datasets", kinds),
+        ("model", f"{spec.model.name}: {spec.model.architecture}, {len(spec.model.classes)} classes" if spec.model else "none"),
+        ("services", f"{len(spec.services)} ({sum(s.cpu for s in spec.services):g} vCPU, "
+                     f"{sum(s.memory_gb for s in spec.services):g} GB memory, {sum(s.gpu for s in spec.services)} GPU, "
+                     f"{sum(s.data_gb for s in spec.services):g} GB data)"),
+        ("catalogue", f"{cat.provider} {cat.region}, {len(cat.instances)} instance types, prices as of {cat.as_of}"),
+        ("SLOs", f"p95 latency {spec.slo.p95_latency_ms:g} ms, downtime at most {spec.slo.max_downtime_minutes:g} min"),
+        ("budget", f"migration ${spec.budget.migration_usd:,.0f}, monthly ${spec.budget.monthly_usd:,.0f}"),
+    ]
+    return StageResult(stage="spec", status="ok", summary=f"{spec.name}: {len(spec.datasets)} datasets, {len(spec.services)} services",
+                       details=tuple(details))
+
+
+def store_stage(info: TargetInfo) -> StageResult:
+    details = [
+        ("endpoint", info.endpoint + (" (embedded SeaweedFS)" if info.embedded else "")),
+        ("target", info.uri),
+        ("encryption", info.encryption),
+        ("bucket", "created" if info.bucket_created else "existed"),
+    ]
+    return StageResult(stage="object store", status="ok", summary=f"{info.uri} reachable and writable", details=tuple(details))

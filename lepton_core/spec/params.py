@@ -1,0 +1,38 @@
+"""Run parameters: what a person picks in the Prefect UI form or on the command line."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from lepton_core.spec.base import StrictModel
+from lepton_core.spec.models import BucketName, MigrationSpec, TargetSpec
+
+
+class SpecRef(StrictModel):
+    """Which spec to run."""
+
+    path: str | None = Field(
+        default=None, max_length=4096,
+        description="Path of the spec YAML on the worker; leave empty for the bundled demo (built on first use).",
+    )
+
+
+class TargetOverrides(StrictModel):
+    """Changes to the spec's cloud target for this run only; empty fields keep the spec's value."""
+
+    bucket: BucketName | None = Field(default=None, description="Bucket to migrate into.")
+    prefix: str | None = Field(default=None, max_length=512, description="Key prefix under the bucket.")
+    endpoint_url: str | None = Field(default=None, max_length=2048, description="'embedded', an S3 endpoint URL.")
+    encryption: Literal["none", "AES256", "aws:kms"] | None = Field(default=None, description="Server-side encryption.")
+
+    def apply(self, spec: MigrationSpec) -> MigrationSpec:
+        """``spec`` with these overrides, re-validated (a bad override fails like a bad spec)."""
+        changes = self.model_dump(exclude_none=True)
+        if not changes:
+            return spec
+        from lepton_core.spec.loader import validate_model
+
+        target = validate_model(TargetSpec, {**spec.target.model_dump(), **changes}, {}, "target overrides")
+        return spec.model_copy(update={"target": target})

@@ -1,0 +1,250 @@
+"""A small interface over boto3 for s3:// locations.
+
+Endpoint, region and credentials come from boto3's normal chain unless given explicitly (the
+embedded server); a secret is held as ``SecretStr`` and never logged, printed or put in an error.
+Checksums are computed only where the operation requires one, so S3-compatible servers that
+reject botocore's default CRC32 still work; callers that want an integrity checksum ask for
+SHA-256 explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from lepton_core.errors import LeptonError
+from lepton_core.fsutil import atomic_path
+
+Encryption = Literal["none", "AES256", "aws:kms"]
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken", "AuthorizationHeaderMalformed"}
+_TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500", "502", "504"}
+
+
+class StoreError(LeptonError):
+    """The object store refused or failed an operation. ``transient`` errors may succeed if retried."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class StoreAuthError(StoreError):
+    """The store rejected the credentials, or none were found."""
+
+
+class ObjectNotFound(StoreError):
+    """No object (or bucket) at that location."""
+
+
+class StoreSettings(BaseModel):
+    """How to reach an object store. Fields left out come from boto3's credential chain."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint URL; None for AWS S3.")
+    region: str = Field(default="us-east-1", description="Region to sign requests for.")
+    access_key_id: str | None = Field(default=None, description="Access key id; None for boto3's chain.")
+    secret_access_key: SecretStr | None = Field(default=None, description="Secret key; never shown.")
+
+    @property
+    def display_endpoint(self) -> str:
+        return self.endpoint_url or f"AWS S3 ({self.region})"
+
+
+@dataclass(frozen=True)
+class S3Uri:
+    """``s3://bucket/key``."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, uri: str) -> S3Uri:
+        if not uri.startswith("s3://") or not uri[5:].split("/", 1)[0]:
+            raise ValueError(f"not an s3:// URI: {uri!r}")
+        bucket, _, key = uri[5:].partition("/")
+        return cls(bucket, key)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What the store says about one object."""
+
+    key: str
+    size: int
+    etag: str
+    last_modified: datetime | None = None
+    metadata: dict[str, str] | None = None
+    sha256_b64: str | None = None
+
+
+class ObjectStore:
+    """Put, get, list and delete objects in one S3 endpoint, with errors as clear messages."""
+
+    def __init__(self, settings: StoreSettings, *, encryption: Encryption = "none", kms_key_id: str | None = None,
+                 max_pool_connections: int = 32) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.settings = settings
+        self.encryption = encryption
+        self.kms_key_id = kms_key_id
+        config = Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=60,
+            max_pool_connections=max_pool_connections,
+            s3={"addressing_style": "path"} if settings.endpoint_url else {},
+        )
+        secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=secret,
+            config=config,
+        )
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({self.settings.display_endpoint})"
+
+    # -- errors -----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn botocore's exceptions into StoreError subclasses with a one-line message."""
+        from botocore import exceptions as bx
+
+        where = self.settings.display_endpoint
+        try:
+            yield
+        except bx.NoCredentialsError:
+            raise StoreAuthError(f"{what}: no credentials found for {where} (set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile)") from None
+        except (bx.EndpointConnectionError, bx.ConnectionClosedError, bx.ConnectTimeoutError, bx.ReadTimeoutError) as exc:
+            raise StoreError(f"{what}: cannot reach the object store at {where} ({type(exc).__name__})", transient=True) from None
+        except bx.ClientError as exc:
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+            if code in _AUTH_CODES:
+                key_id = self.settings.access_key_id or "from the default chain"
+                raise StoreAuthError(f"{what}: the object store at {where} rejected the credentials (access key id {key_id}): {code}") from None
+            if code in {"NoSuchKey", "404", "NotFound"}:
+                raise ObjectNotFound(f"{what}: not found") from None
+            if code == "NoSuchBucket":
+                raise ObjectNotFound(f"{what}: bucket does not exist") from None
+            raise StoreError(f"{what}: {code}: {err.get('Message', '')}".rstrip(": "), transient=code in _TRANSIENT_CODES) from None
+        except bx.BotoCoreError as exc:
+            raise StoreError(f"{what}: {exc}", transient=True) from None
+
+    def ping(self) -> None:
+        """One signed request (list buckets): raises StoreError unless the store answers and accepts us."""
+        with self._errors("check the object store"):
+            self.client.list_buckets()
+
+    # -- buckets ----------------------------------------------------------------------------
+    def ensure_bucket(self, bucket: str) -> bool:
+        """Create ``bucket`` unless it exists; True when it was created."""
+        from botocore.exceptions import ClientError
+
+        with self._errors(f"bucket {bucket!r}"):
+            try:
+                self.client.head_bucket(Bucket=bucket)
+                return False
+            except ClientError as exc:
+                if str(exc.response.get("Error", {}).get("Code")) not in {"404", "NoSuchBucket", "NotFound"}:
+                    raise
+            kwargs: dict[str, Any] = {"Bucket": bucket}
+            if self.settings.endpoint_url is None and self.settings.region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self.settings.region}
+            try:
+                self.client.create_bucket(**kwargs)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in {"BucketAlreadyOwnedByYou"}:
+                    raise
+            return True
+
+    # -- objects ----------------------------------------------------------------------------
+    def _put_args(self, metadata: dict[str, str] | None) -> dict[str, Any]:
+        args: dict[str, Any] = {}
+        if metadata:
+            args["Metadata"] = metadata
+        if self.encryption != "none":
+            args["ServerSideEncryption"] = self.encryption
+            if self.kms_key_id:
+                args["SSEKMSKeyId"] = self.kms_key_id
+        return args
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, *, metadata: dict[str, str] | None = None,
+                  content_type: str | None = None) -> ObjectInfo:
+        """Write ``data`` to ``s3://bucket/key`` in one request, with a SHA-256 checksum the server verifies."""
+        args = self._put_args(metadata)
+        if content_type:
+            args["ContentType"] = content_type
+        with self._errors(f"put s3://{bucket}/{key}"):
+            r = self.client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256", **args)
+        return ObjectInfo(key=key, size=len(data), etag=r["ETag"].strip('"'), metadata=metadata, sha256_b64=r.get("ChecksumSHA256"))
+
+    def put_file(self, bucket: str, key: str, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> ObjectInfo:
+        """Upload a file (multipart above boto3's threshold)."""
+        with self._errors(f"upload {path} to s3://{bucket}/{key}"):
+            self.client.upload_file(str(path), bucket, key, ExtraArgs=self._put_args(metadata))
+        info = self.head(bucket, key)
+        if info is None:
+            raise StoreError(f"upload {path} to s3://{bucket}/{key}: the object is missing after the upload", transient=True)
+        return info
+
+    def get_bytes(self, bucket: str, key: str) -> bytes:
+        with self._errors(f"get s3://{bucket}/{key}"):
+            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+    def download_file(self, bucket: str, key: str, path: str | os.PathLike) -> Path:
+        """Download to ``path`` atomically: a partial download never takes the final name."""
+        with atomic_path(path) as tmp, self._errors(f"download s3://{bucket}/{key}"):
+            self.client.download_file(bucket, key, str(tmp))
+        return Path(path)
+
+    def head(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object's size, ETag, metadata and SHA-256 checksum, or None when it does not exist."""
+        try:
+            with self._errors(f"head s3://{bucket}/{key}"):
+                r = self.client.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        except ObjectNotFound:
+            return None
+        return ObjectInfo(key=key, size=r["ContentLength"], etag=r["ETag"].strip('"'), last_modified=r.get("LastModified"),
+                          metadata=r.get("Metadata") or {}, sha256_b64=r.get("ChecksumSHA256"))
+
+    def list(self, bucket: str, prefix: str = "") -> Iterator[ObjectInfo]:
+        """Every object under ``prefix``, in key order."""
+        with self._errors(f"list s3://{bucket}/{prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    yield ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'), last_modified=obj.get("LastModified"))
+
+    def delete(self, bucket: str, key: str) -> None:
+        with self._errors(f"delete s3://{bucket}/{key}"):
+            self.client.delete_object(Bucket=bucket, Key=key)
+
+    def delete_prefix(self, bucket: str, prefix: str) -> int:
+        """Delete every object under ``prefix`` (1,000 per request); the number deleted."""
+        keys = [o.key for o in self.list(bucket, prefix)]
+        for i in range(0, len(keys), 1000):
+            batch = {"Objects": [{"Key": k} for k in keys[i:i + 1000]], "Quiet": True}
+            with self._errors(f"delete under s3://{bucket}/{prefix}"):
+                r = self.client.delete_objects(Bucket=bucket, Delete=batch)
+            if r.get("Errors"):
+                first = r["Errors"][0]
+                raise StoreError(f"delete s3://{bucket}/{first['Key']}: {first.get('Code')}: {first.get('Message', '')}")
+        return len(keys)

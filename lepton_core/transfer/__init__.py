@@ -1,0 +1,1 @@
+"""Models of the migrated system: torchvision backbones and lepton's checkpoint format."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers over lepton_core that add policy (retries, caching, artifacts)."""

@@ -1,0 +1,71 @@
+"""Shared fixtures. Every test runs with its own state folder and Prefect home under a temporary
+directory: nothing is read from or written to the developer's ``.lepton`` or ``~/.prefect``."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="lepton-tests-"))
+os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("PREFECT_API_URL", None)
+os.environ["LEPTON_HOME"] = str(_SESSION_TMP / "lepton-home")
+
+
+@pytest.fixture(scope="session")
+def session_tmp() -> Path:
+    return _SESSION_TMP
+
+
+@pytest.fixture(scope="session")
+def demo_data(session_tmp: Path) -> Path:
+    """The demo without its model (seconds to build): its spec.yaml path."""
+    from lepton_core.demo.sample import build_sample
+
+    return build_sample(session_tmp / "demo-data", train_model=False)
+
+
+@pytest.fixture(scope="session")
+def demo_full(session_tmp: Path) -> Path:
+    """The demo with an on-prem model trained for one epoch: its spec.yaml path."""
+    from lepton_core.demo.sample import build_sample
+
+    return build_sample(session_tmp / "demo-full", epochs=1)
+
+
+@pytest.fixture
+def state_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh LEPTON_HOME for one test."""
+    root = tmp_path / "lepton-home"
+    monkeypatch.setenv("LEPTON_HOME", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def embedded(session_tmp: Path) -> Iterator:
+    """A real SeaweedFS server on 127.0.0.1, shared by the tests that only use it; stopped at the end."""
+    from lepton_core.store import EmbeddedStore
+
+    server = EmbeddedStore(session_tmp / "shared-store")
+    server.up()
+    try:
+        yield server
+    finally:
+        server.down()
+
+
+@pytest.fixture
+def store(embedded, request: pytest.FixtureRequest):
+    """An ObjectStore on the shared server, with a bucket of this test's own."""
+    from lepton_core.store import ObjectStore
+
+    s = ObjectStore(embedded.settings(), encryption="AES256")
+    bucket = "t-" + request.node.name.lower().replace("_", "-")[:40].strip("-")
+    s.ensure_bucket(bucket)
+    s.bucket = bucket  # type: ignore[attr-defined]
+    return s

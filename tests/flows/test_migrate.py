@@ -1,0 +1,94 @@
+"""The migrate flow against a real Prefect API and a real embedded S3 server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
+
+from flows.migrate import migrate
+from lepton_core.errors import is_transient
+from lepton_core.spec import SpecError, TargetSpec
+from lepton_core.spec.params import SpecRef, TargetOverrides
+from lepton_core.state import store_dir
+from lepton_core.store import EmbeddedStore, ObjectStore, StoreAuthError, StoreError
+from lepton_core.store.target import PROBE_KEY, TargetInfo
+
+
+def task_runs(flow_run_id) -> dict[str, object]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+    return {r.name.rsplit("-", 1)[0]: r for r in runs}
+
+
+def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_home: Path) -> None:
+    state = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"), return_state=True)
+    assert state.is_completed(), state.message
+    report = Path(state.result())
+    assert report.parent.parent == flow_home / "runs"
+    text = report.read_text()
+    assert "# Lepton migration report: digits-demo" in text
+    assert "| spec | ok | digits-demo: 3 datasets, 12 services |" in text
+    assert "| object store | ok | s3://lepton-demo/flow-test reachable and writable |" in text
+    assert json.loads((report.parent / "report.json").read_text())["spec_sha256"]
+    # the probe object is really in the embedded server, under the overridden prefix, encrypted
+    store = ObjectStore(EmbeddedStore(store_dir(flow_home)).settings())
+    probe = store.client.head_object(Bucket="lepton-demo", Key=f"flow-test/{PROBE_KEY}")
+    assert probe["ServerSideEncryption"] == "AES256"
+    with get_client(sync_client=True) as client:
+        flow_run_id = state.state_details.flow_run_id
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    assert [a.key for a in artifacts] == ["migration-report"]
+    assert artifacts[0].data == text
+    assert set(task_runs(flow_run_id)) == {"check-spec", "reach-object-store", "write-run-report"}
+
+
+def test_bad_spec_fails_the_run_without_retrying(demo_data: Path, flow_home: Path) -> None:
+    bad = demo_data.parent / "bad-flow.yaml"
+    bad.write_text(demo_data.read_text().replace("cpu: 4\n", "cpu: -4\n", 1))
+    state = migrate(spec=SpecRef(path=str(bad)), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(SpecError, match=r"services\[0\]\.cpu: input should be greater than 0"):
+        state.result()
+    runs = task_runs(state.state_details.flow_run_id)
+    assert runs["check-spec"].run_count == 1
+    assert "reach-object-store" not in runs  # nothing after the failed check ran
+
+
+def test_bad_override_fails_like_a_bad_spec(demo_data: Path, flow_home: Path) -> None:
+    state = migrate(spec=SpecRef(path=str(demo_data)), target=TargetOverrides(endpoint_url="ftp://nowhere"), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(SpecError, match="target overrides: endpoint_url"):
+        state.result()
+
+
+@pytest.mark.parametrize(("error", "attempts"), [
+    (StoreError("cannot reach the object store", transient=True), 2),
+    (StoreAuthError("rejected the credentials"), 1),
+])
+def test_store_task_retries_only_transient_errors(monkeypatch: pytest.MonkeyPatch, flow_home: Path, error, attempts) -> None:
+    import tasks.store
+
+    calls = []
+
+    def flaky(target, state_root, *, spec_name):
+        calls.append(1)
+        if len(calls) == 1:
+            raise error
+        return TargetInfo(endpoint="http://127.0.0.1:1", embedded=True, bucket="lepton-demo", prefix="p",
+                          encryption="AES256", bucket_created=False)
+
+    monkeypatch.setattr(tasks.store, "reach_target", flaky)
+    fast = tasks.store.reach_object_store.with_options(retry_delay_seconds=0, retry_jitter_factor=None)
+
+    @flow
+    def probe() -> TargetInfo:
+        return fast(TargetSpec(bucket="lepton-demo", endpoint_url="embedded"), str(flow_home), "x")
+
+    state = probe(return_state=True)
+    assert len(calls) == attempts
+    assert state.is_completed() == is_transient(error)
