@@ -197,6 +197,8 @@ def _reason(err: dict) -> str:
     if not isinstance(value, (dict, list)) and value is not None:
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         msg = f"{msg} (got {shown})"
+        if isinstance(value, bool) and err["type"] == "string_type":
+            msg += "; YAML reads yes/no/on/off as true/false: put the value in quotes"
     return msg
 
 

@@ -15,7 +15,9 @@ from lepton_core.spec import load_spec
 
 
 def tree_digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    """Hashes of the files the demo writes (other tests add spec variants beside them)."""
+    files = [root / "spec.yaml", *sorted((root / "data").rglob("*"))]
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(demo_data: Path, tmp_path: Path) -> None:

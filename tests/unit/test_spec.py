@@ -147,6 +147,12 @@ def test_unknown_dataset_reference_and_bad_bucket(demo_data: Path) -> None:
     check_fails(path, "unknown dataset 'request-logs'")
 
 
+def test_yaml_booleans_get_a_hint(demo_data: Path) -> None:
+    path, text = variant(demo_data, "norway", "bucket: lepton-demo", "bucket: no")
+    check_fails(path, f"{path}:{line_of(text, 'bucket: no')}: target.bucket: input should be a valid string (got False); "
+                      "YAML reads yes/no/on/off as true/false: put the value in quotes")
+
+
 def test_several_problems_each_on_a_line(demo_data: Path) -> None:
     path, _ = variant(demo_data, "several", "  cpu: 4\n  memory_gb: 16\n", "  cpu: -4\n  memory_gb: -16\n")
     err = check_fails(path, "services[0].cpu", "services[0].memory_gb")
