@@ -109,6 +109,50 @@ def run(
         typer.echo(f"the embedded object store is still running at {status.endpoint_url}; `lepton store down` stops it")
 
 
+class _BarProgress:
+    """A terminal progress bar for one dataset copy: files, bytes, rate and time left."""
+
+    def __init__(self, bar, name: str) -> None:
+        self._bar, self._name = bar, name
+        self._files = 0
+        self._task = None
+
+    def start(self, files: int, nbytes: int) -> None:
+        self._total_files = files
+        self._task = self._bar.add_task(self._name, total=nbytes, files=f"0/{files} files")
+
+    def advance(self, files: int, nbytes: int) -> None:
+        self._files += files
+        self._bar.update(self._task, advance=nbytes, files=f"{self._files}/{self._total_files} files")
+
+
+@app.command("migrate-data")
+@guarded
+def migrate_data(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
+    dataset: Annotated[Optional[list[str]], typer.Option(help="Only this dataset (repeatable); all when left out.")] = None,
+) -> None:
+    """Copy the spec's datasets to its target: checksummed, verified, resumable; re-runs send only changes."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+    from lepton_core.data.stage import migrate_dataset
+    from lepton_core.errors import UsageError
+    from lepton_core.spec import load_spec
+    from lepton_core.state import state_dir
+
+    loaded = load_spec(spec)
+    known = [d.name for d in loaded.spec.datasets]
+    for name in dataset or []:
+        if name not in known:
+            raise UsageError(f"--dataset {name}: no such dataset in {spec} (known: {', '.join(known)})")
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn())
+    for name in dataset or known:
+        with Progress(*columns) as bar:
+            summary = migrate_dataset(loaded, name, state_dir(), _BarProgress(bar, name))
+        typer.echo(f"{name}: {summary.note}" if summary.note else summary.line())
+
+
 @store_app.command("up")
 @guarded
 def store_up() -> None:

@@ -1,7 +1,7 @@
 """The ``migrate`` flow: the whole migration of one spec, stage by stage.
 
-Stages so far: check the spec, reach the object store, write the run report. Later stages
-(validation, planning, data migration, adaptation, integration, optimisation) slot in between.
+Stages so far: check the spec, reach the object store, migrate the data, write the run report.
+Later stages (validation, planning, adaptation, integration, optimisation) slot in between.
 """
 
 from __future__ import annotations
@@ -10,17 +10,21 @@ import datetime as dt
 
 from prefect import flow
 from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.report import RunReport
-from lepton_core.report.stages import spec_stage, store_stage
+from lepton_core.report.stages import data_stage, spec_stage, store_stage
 from lepton_core.spec.params import SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
+from tasks.data import migrate_dataset_task
 from tasks.report import write_run_report
 from tasks.spec import check_spec, prepare_demo
 from tasks.store import reach_object_store
 
 
-@flow(name="migrate", description="Move an AI system's data, model and services to the cloud, as its spec says.")
+# Datasets are copied two at a time: each copy already keeps many transfers in flight.
+@flow(name="migrate", description="Move an AI system's data, model and services to the cloud, as its spec says.",
+      task_runner=ThreadPoolTaskRunner(max_workers=2))
 def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides()) -> str:
     """Run the migration described by ``spec``; returns the path of the run report.
 
@@ -38,11 +42,15 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     # 2. The object store: start the embedded server or reach the cloud's; retried if transient.
     info = reach_object_store(loaded.spec.target, root, loaded.spec.name)
 
-    # 3. The report, in the run's folder and as a Prefect artifact.
+    # 3. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry.
+    copies = [migrate_dataset_task.submit(loaded, d.name, root) for d in loaded.spec.datasets]
+    summaries = [c.result() for c in copies]
+
+    # 4. The report, in the run's folder and as a Prefect artifact.
     run_name = f"{started:%Y%m%d-%H%M%S}-{flow_run.get_name() or 'local'}"
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
-        stages=(spec_stage(loaded), store_stage(info)),
+        stages=(spec_stage(loaded), store_stage(info), data_stage(summaries)),
     )
     return write_run_report(report, str(runs_dir() / run_name))

@@ -1,7 +1,8 @@
-"""Report sections for the stages that exist so far: the spec and the object store."""
+"""Report sections for the stages that exist so far: the spec, the object store, data migration."""
 
 from __future__ import annotations
 
+from lepton_core.data.engine import TransferSummary
 from lepton_core.report.run_report import StageResult
 from lepton_core.spec import LoadedSpec
 from lepton_core.store.target import TargetInfo
@@ -32,3 +33,17 @@ def store_stage(info: TargetInfo) -> StageResult:
         ("bucket", "created" if info.bucket_created else "existed"),
     ]
     return StageResult(stage="object store", status="ok", summary=f"{info.uri} reachable and writable", details=tuple(details))
+
+
+def data_stage(summaries: list[TransferSummary]) -> StageResult:
+    rows = []
+    for s in summaries:
+        if s.note:
+            rows.append((s.dataset, f"{s.source}: {s.note}"))
+            continue
+        rows.append((s.dataset, f"{s.objects} objects, {s.total_bytes / 1e6:.1f} MB -> {s.destination}; "
+                                f"{s.sent} sent ({s.resent} re-sent), {s.skipped} already there; {s.mb_per_s:.1f} MB/s"))
+    sent = sum(s.sent for s in summaries)
+    total = sum(s.objects for s in summaries)
+    return StageResult(stage="data migration", status="ok",
+                       summary=f"{len(summaries)} datasets, {total} objects verified ({sent} sent this run)", details=tuple(rows))

@@ -44,6 +44,21 @@ class ObjectNotFound(StoreError):
     """No object (or bucket) at that location."""
 
 
+def error_for_code(what: str, code: str, message: str, settings: StoreSettings) -> StoreError:
+    """The StoreError for an S3 error code (``AccessDenied``, ``SlowDown``, ``503``...)."""
+    where = settings.display_endpoint
+    if code in _AUTH_CODES:
+        key_id = settings.access_key_id or "from the default chain"
+        return StoreAuthError(f"{what}: the object store at {where} rejected the credentials (access key id {key_id}): {code}")
+    if code in {"NoSuchKey", "404", "NotFound"}:
+        return ObjectNotFound(f"{what}: not found")
+    if code == "NoSuchBucket":
+        return ObjectNotFound(f"{what}: bucket does not exist")
+    if code == "BadDigest":
+        return StoreError(f"{what}: the bytes sent do not match their SHA-256 (did the file change during the upload?)", transient=True)
+    return StoreError(f"{what}: {code}: {message}".rstrip(": "), transient=code in _TRANSIENT_CODES)
+
+
 class StoreSettings(BaseModel):
     """How to reach an object store. Fields left out come from boto3's credential chain."""
 
@@ -138,14 +153,7 @@ class ObjectStore:
         except bx.ClientError as exc:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", "")) or str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-            if code in _AUTH_CODES:
-                key_id = self.settings.access_key_id or "from the default chain"
-                raise StoreAuthError(f"{what}: the object store at {where} rejected the credentials (access key id {key_id}): {code}") from None
-            if code in {"NoSuchKey", "404", "NotFound"}:
-                raise ObjectNotFound(f"{what}: not found") from None
-            if code == "NoSuchBucket":
-                raise ObjectNotFound(f"{what}: bucket does not exist") from None
-            raise StoreError(f"{what}: {code}: {err.get('Message', '')}".rstrip(": "), transient=code in _TRANSIENT_CODES) from None
+            raise error_for_code(what, code, str(err.get("Message", "")), self.settings) from None
         except bx.BotoCoreError as exc:
             raise StoreError(f"{what}: {exc}", transient=True) from None
 

@@ -86,7 +86,9 @@ def test_run_against_a_prefect_server(demo_full: Path, user_env: dict[str, str],
         assert len(runs) == 1
         req = urllib.request.Request(f"{api}/artifacts/filter", data=json.dumps({}).encode(), headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:
-            assert [a["key"] for a in json.load(r)] == ["migration-report"]
+            artifacts = json.load(r)
+        assert [a["key"] for a in artifacts if a["key"]] == ["migration-report"]
+        assert sorted(a["type"] for a in artifacts if not a["key"]) == ["progress"] * 3  # one per dataset copy
         assert report_of(proc).is_file()
     finally:
         os.killpg(server.pid, signal.SIGTERM)

@@ -20,9 +20,10 @@ from lepton_core.store.target import PROBE_KEY, TargetInfo
 
 
 def task_runs(flow_run_id) -> dict[str, object]:
+    """Task runs by name, without the numeric suffix Prefect adds to default names."""
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r for r in runs}
+    return {r.name if r.name.startswith("migrate-") else r.name.rsplit("-", 1)[0]: r for r in runs}
 
 
 def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_home: Path) -> None:
@@ -34,6 +35,7 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     assert "# Lepton migration report: digits-demo" in text
     assert "| spec | ok | digits-demo: 3 datasets, 12 services |" in text
     assert "| object store | ok | s3://lepton-demo/flow-test reachable and writable |" in text
+    assert "| data migration | ok | 3 datasets, 3595 objects verified (3595 sent this run) |" in text
     assert json.loads((report.parent / "report.json").read_text())["spec_sha256"]
     # the probe object is really in the embedded server, under the overridden prefix, encrypted
     store = ObjectStore(EmbeddedStore(store_dir(flow_home)).settings())
@@ -42,9 +44,18 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     with get_client(sync_client=True) as client:
         flow_run_id = state.state_details.flow_run_id
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
-    assert [a.key for a in artifacts] == ["migration-report"]
-    assert artifacts[0].data == text
-    assert set(task_runs(flow_run_id)) == {"check-spec", "reach-object-store", "write-run-report"}
+    reports = [a for a in artifacts if a.key == "migration-report"]
+    assert len(reports) == 1 and reports[0].data == text
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert len(progress) == 3 and all(a.data == 100.0 for a in progress)
+    assert set(task_runs(flow_run_id)) == {"check-spec", "reach-object-store", "write-run-report", "migrate-digits-onprem",
+                                           "migrate-digits-cloud", "migrate-request-log"}
+    # the copies are complete: each dataset has its manifest, and a second run sends nothing
+    from lepton_core.data.engine import read_manifest
+
+    assert len(read_manifest(store, "lepton-demo", "flow-test/datasets/digits-cloud").objects) == 1797
+    again = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"), return_state=True)
+    assert "(0 sent this run)" in Path(again.result()).read_text()
 
 
 def test_bad_spec_fails_the_run_without_retrying(demo_data: Path, flow_home: Path) -> None:

@@ -1,0 +1,1 @@
+"""Data migration: copy datasets to an object store and back, checksummed, resumable, verified."""

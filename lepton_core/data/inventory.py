@@ -1,0 +1,114 @@
+"""What a dataset is made of on local disk: every regular file, with its size and change time,
+and its SHA-256 (from a cache keyed by path, size, change time and inode, so an unchanged file is
+hashed once)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from lepton_core.errors import UsageError
+
+HASH_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file of a dataset. ``rel`` is its path under the dataset root, with '/' separators."""
+
+    rel: str
+    path: Path
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def inventory(location: str | os.PathLike) -> list[SourceFile]:
+    """Every regular file under a folder (or the one file), sorted by ``rel``. Symbolic links are
+    followed; temporary files of our own atomic writes (``.*.part``) are left out."""
+    root = Path(location)
+    if not root.exists():
+        raise UsageError(f"{root}: source does not exist")
+    if root.is_file():
+        st = root.stat()
+        _check_readable(root)
+        return [SourceFile(root.name, root, st.st_size, st.st_mtime_ns, st.st_ino)]
+    files: list[SourceFile] = []
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except PermissionError:
+            raise UsageError(f"{folder}: folder is not readable") from None
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".part"):
+                continue
+            st = entry.stat()
+            if stat.S_ISDIR(st.st_mode):
+                stack.append(Path(entry.path))
+            elif stat.S_ISREG(st.st_mode):
+                path = Path(entry.path)
+                _check_readable(path)
+                files.append(SourceFile(path.relative_to(root).as_posix(), path, st.st_size, st.st_mtime_ns, st.st_ino))
+    files.sort(key=lambda f: f.rel)
+    return files
+
+
+def _check_readable(path: Path) -> None:
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{path}: file is not readable")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while chunk := f.read(HASH_CHUNK):
+                h.update(chunk)
+    except PermissionError:
+        raise UsageError(f"{path}: file is not readable") from None
+    return h.hexdigest()
+
+
+class HashCache:
+    """SHA-256 of local files, remembered across runs in a small SQLite file."""
+
+    def __init__(self, db: Path) -> None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(db, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(
+            "CREATE TABLE IF NOT EXISTS hashes (path TEXT PRIMARY KEY, size INTEGER, mtime_ns INTEGER, inode INTEGER, sha256 TEXT)"
+        )
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def hashes(self, files: list[SourceFile], threads: int = 4) -> dict[str, str]:
+        """``{rel: sha256}`` for ``files``; only new or changed files are read."""
+        known = {}
+        rows = self._conn.execute("SELECT path, size, mtime_ns, inode, sha256 FROM hashes").fetchall()
+        cached = {r[0]: r[1:] for r in rows}
+        todo = []
+        for f in files:
+            hit = cached.get(str(f.path))
+            if hit and hit[:3] == (f.size, f.mtime_ns, f.inode):
+                known[f.rel] = hit[3]
+            else:
+                todo.append(f)
+        if todo:
+            with ThreadPoolExecutor(max_workers=threads) as pool:  # hashlib releases the GIL
+                digests = list(pool.map(lambda f: sha256_file(f.path), todo))
+            with self._conn:
+                self._conn.executemany(
+                    "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
+                    [(str(f.path), f.size, f.mtime_ns, f.inode, d) for f, d in zip(todo, digests, strict=True)],
+                )
+            known.update({f.rel: d for f, d in zip(todo, digests, strict=True)})
+        return known
