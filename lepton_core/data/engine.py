@@ -131,7 +131,8 @@ def upload_dataset(name: str, source: str | os.PathLike, store: ObjectStore, tra
     transfer.put_files(bucket, jobs, done)
     _raise_first(errors)
 
-    entries = _verify(files, digests, prefix, store, bucket)
+    # With nothing sent, the listing above already proved every object; else list again.
+    entries = _verify(files, digests, prefix, remote if not to_send else None, store, bucket)
     summary.extra_on_target = len(set(remote) - {e.key for e in entries})
     manifest = Manifest(dataset=name, source=str(source), destination=summary.destination,
                         created_at=dt.datetime.now(dt.timezone.utc), total_bytes=summary.total_bytes, objects=tuple(entries))
@@ -167,9 +168,12 @@ def _plan(files: list[SourceFile], digests: dict[str, str], prefix: str, remote:
     return to_send
 
 
-def _verify(files: list[SourceFile], digests: dict[str, str], prefix: str, store: ObjectStore, bucket: str) -> list[ManifestEntry]:
-    """List the target: every file must be there with its size. Returns the manifest entries."""
-    listed = {o.key: o for o in store.list(bucket, prefix + "/")}
+def _verify(files: list[SourceFile], digests: dict[str, str], prefix: str, listed: dict[str, ObjectInfo] | None,
+            store: ObjectStore, bucket: str) -> list[ManifestEntry]:
+    """Every file must be on the target with its size (from ``listed``, or a new listing when None).
+    Returns the manifest entries."""
+    if listed is None:
+        listed = {o.key: o for o in store.list(bucket, prefix + "/")}
     entries = []
     missing = []
     for f in files:

@@ -212,8 +212,9 @@ class EmbeddedStore:
             return True
 
     def _choose_ports(self, record: dict | None) -> dict[str, int]:
-        if record and all(_port_free(p) for p in record["ports"].values()):
-            return dict(record["ports"])
+        ports = (record or {}).get("ports") or {}
+        if set(ports) == set(PORT_NAMES) and all(_port_free(p) for p in ports.values()):
+            return dict(ports)
         return dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
 
     def _spawn(self, ports: dict[str, int]) -> dict:
@@ -251,13 +252,31 @@ class EmbeddedStore:
                 raise StoreError(f"the embedded object store exited during start-up; see {self.log_file}")
             try:
                 store.ping()
-                return
+                if self._volumes_registered(record):
+                    return
+                last = "volumes still loading"
             except StoreAuthError as exc:
                 last = str(exc)  # the S3 gateway answers before it has loaded its identities
             except StoreError as exc:
                 last = str(exc)
             time.sleep(0.2)
         raise StoreError(f"the embedded object store did not answer within {timeout:.0f} s ({last}); see {self.log_file}")
+
+    def _volumes_registered(self, record: dict) -> bool:
+        """True once the master knows every volume on disk: before that, reads of data written
+        before a restart fail with InternalError although S3 already answers."""
+        import urllib.request
+
+        url = f"http://{HOST}:{record['ports']['master.port']}/dir/status"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                topology = json.load(r).get("Topology", {})
+        except (OSError, ValueError):
+            return False
+        known = sum(node.get("Volumes", 0) for dc in topology.get("DataCenters") or [] for rack in dc.get("Racks") or []
+                    for node in rack.get("DataNodes") or [])
+        on_disk = len(list(self.data_dir.glob("*.dat")))
+        return bool(topology.get("DataCenters")) and known >= on_disk
 
     def _stop(self, record: dict, timeout: float) -> None:
         """SIGTERM the server's process group, SIGKILL after ``timeout``; return once every thread

@@ -13,7 +13,6 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,7 +98,7 @@ class ObjectInfo:
     key: str
     size: int
     etag: str
-    last_modified: datetime | None = None
+    last_modified: str | None = None  # ISO 8601, as the server reports it
     metadata: dict[str, str] | None = None
     sha256_b64: str | None = None
 
@@ -110,6 +109,7 @@ class ObjectStore:
     def __init__(self, settings: StoreSettings, *, encryption: Encryption = "none", kms_key_id: str | None = None,
                  max_pool_connections: int = 32) -> None:
         import boto3
+        import botocore.session
         from botocore.config import Config
 
         self.settings = settings
@@ -118,14 +118,18 @@ class ObjectStore:
         config = Config(
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
-            retries={"max_attempts": 3, "mode": "standard"},
+            retries={"max_attempts": 5, "mode": "standard"},
             connect_timeout=5,
             read_timeout=60,
             max_pool_connections=max_pool_connections,
             s3={"addressing_style": "path"} if settings.endpoint_url else {},
         )
         secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
-        self.client = boto3.session.Session().client(
+        core = botocore.session.get_session()
+        # Timestamps stay the server's ISO 8601 strings: botocore's date parsing is most of the cost
+        # of listing thousands of objects, and lepton only compares them.
+        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+        self.client = boto3.session.Session(botocore_session=core).client(
             "s3",
             endpoint_url=settings.endpoint_url,
             region_name=settings.region,

@@ -207,3 +207,34 @@ def test_download_without_a_manifest_is_refused(tools, tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"no complete copy there"):
         download_dataset(store, transfer, store.bucket, "never/uploaded", tmp_path / "d")
     assert not (tmp_path / "d").exists()
+
+
+def test_unreadable_file_is_named(tools, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store, transfer, cache = tools
+    src = write_tree(tmp_path / "src", {"ok.bin": b"1", "locked/secret.bin": b"2"})
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("secret.bin") else real_access(p, mode))
+    with pytest.raises(UsageError, match=r"locked/secret.bin: file is not readable"):
+        upload_dataset("x", src, store, transfer, store.bucket, "p", cache)
+    assert list(store.list(store.bucket, "p/")) == []  # refused before anything was sent
+
+
+def test_bucket_the_server_refuses_is_a_clear_error(store: ObjectStore) -> None:
+    with pytest.raises(StoreError, match=r"bucket 'Not_A_Bucket': InvalidBucketName") as err:
+        store.ensure_bucket("Not_A_Bucket")
+    assert not is_transient(err.value)
+
+
+def test_cli_reports_a_down_server_in_one_line(demo_data: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = demo_data.parent / "bad-down.yaml"
+    spec.write_text(demo_data.read_text().replace("endpoint_url: embedded", f"endpoint_url: http://127.0.0.1:{port}"))
+    env = {**os.environ, "LEPTON_HOME": str(tmp_path / "home"), "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    proc = subprocess.run([sys.executable, "-m", "flows.cli", "migrate-data", str(spec), "--dataset", "request-log"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr == f"error: bucket 'lepton-demo': cannot reach the object store at http://127.0.0.1:{port} (EndpointConnectionError)\n"
