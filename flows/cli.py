@@ -109,6 +109,30 @@ def run(
         typer.echo(f"the embedded object store is still running at {status.endpoint_url}; `lepton store down` stops it")
 
 
+@app.command()
+@guarded
+def validate(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
+    dataset: Annotated[Optional[list[str]], typer.Option(help="Only this dataset (repeatable); all when left out.")] = None,
+) -> None:
+    """Run the source validation gate (Great Expectations) on the spec's local datasets.
+
+    Exit code 2 when a dataset fails, with the expectation and up to ten examples."""
+    from lepton_core.errors import UsageError
+    from lepton_core.spec import is_s3, load_spec
+    from lepton_core.validation.gate import validate_local
+
+    loaded = load_spec(spec)
+    known = [d.name for d in loaded.spec.datasets if not is_s3(d.location)]
+    for name in dataset or []:
+        if name not in known:
+            raise UsageError(f"--dataset {name}: no local dataset of that name in {spec} (local: {', '.join(known)})")
+    for name in dataset or known:
+        result = validate_local(loaded, name, "source")
+        typer.echo(f"{name}: {len(result.checks)} expectations passed on "
+                   + ", ".join(f"{n} {t} rows" for t, n in result.rows.items()) + f" ({result.seconds:.1f} s)")
+
+
 class _BarProgress:
     """A terminal progress bar for one dataset copy: files, bytes, rate and time left."""
 

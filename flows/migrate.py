@@ -1,7 +1,8 @@
 """The ``migrate`` flow: the whole migration of one spec, stage by stage.
 
-Stages so far: check the spec, reach the object store, migrate the data, write the run report.
-Later stages (validation, planning, adaptation, integration, optimisation) slot in between.
+Stages so far: check the spec, validate the source data, reach the object store, migrate the
+data, write the run report. Later stages (planning, the cloud-copy gate, adaptation, integration,
+optimisation) slot in between.
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.report import RunReport
-from lepton_core.report.stages import data_stage, spec_stage, store_stage
+from lepton_core.report.stages import data_stage, spec_stage, store_stage, validation_stage
+from lepton_core.spec import is_s3
 from lepton_core.spec.params import SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
 from tasks.data import migrate_dataset_task
 from tasks.report import write_run_report
 from tasks.spec import check_spec, prepare_demo
 from tasks.store import reach_object_store
+from tasks.validation import validate_source_task
 
 
 # Datasets are copied two at a time: each copy already keeps many transfers in flight.
@@ -39,18 +42,21 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     spec_path = spec.path or prepare_demo(root)
     loaded = check_spec(spec_path, target)
 
-    # 2. The object store: start the embedded server or reach the cloud's; retried if transient.
+    # 2. Source validation: bad data stops the run here, before anything moves; never retried.
+    gates = [validate_source_task(loaded, d.name) for d in loaded.spec.datasets if not is_s3(d.location)]
+
+    # 3. The object store: start the embedded server or reach the cloud's; retried if transient.
     info = reach_object_store(loaded.spec.target, root, loaded.spec.name)
 
-    # 3. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry.
+    # 4. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry.
     copies = [migrate_dataset_task.submit(loaded, d.name, root) for d in loaded.spec.datasets]
     summaries = [c.result() for c in copies]
 
-    # 4. The report, in the run's folder and as a Prefect artifact.
+    # 5. The report, in the run's folder and as a Prefect artifact.
     run_name = f"{started:%Y%m%d-%H%M%S}-{flow_run.get_name() or 'local'}"
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
-        stages=(spec_stage(loaded), store_stage(info), data_stage(summaries)),
+        stages=(spec_stage(loaded), validation_stage(gates), store_stage(info), data_stage(summaries)),
     )
     return write_run_report(report, str(runs_dir() / run_name))

@@ -1,4 +1,4 @@
-"""Report sections for the stages that exist so far: the spec, the object store, data migration."""
+"""Report sections for the stages that exist so far: spec, object store, source validation, data migration."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from lepton_core.data.engine import TransferSummary
 from lepton_core.report.run_report import StageResult
 from lepton_core.spec import LoadedSpec
 from lepton_core.store.target import TargetInfo
+from lepton_core.validation.gate import GateResult
 
 
 def spec_stage(loaded: LoadedSpec) -> StageResult:
@@ -47,3 +48,10 @@ def data_stage(summaries: list[TransferSummary]) -> StageResult:
     total = sum(s.objects for s in summaries)
     return StageResult(stage="data migration", status="ok",
                        summary=f"{len(summaries)} datasets, {total} objects verified ({sent} sent this run)", details=tuple(rows))
+
+
+def validation_stage(results: list[GateResult]) -> StageResult:
+    rows = tuple((r.dataset, f"{len(r.checks)} expectations passed on " + ", ".join(f"{n} {t} rows" for t, n in r.rows.items()))
+                 for r in results)
+    return StageResult(stage="source validation", status="ok",
+                       summary=f"{len(results)} datasets passed ({sum(len(r.checks) for r in results)} expectations)", details=rows)

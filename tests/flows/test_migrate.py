@@ -23,7 +23,7 @@ def task_runs(flow_run_id) -> dict[str, object]:
     """Task runs by name, without the numeric suffix Prefect adds to default names."""
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
-    return {r.name if r.name.startswith("migrate-") else r.name.rsplit("-", 1)[0]: r for r in runs}
+    return {r.name if r.name.startswith(("migrate-", "validate-")) else r.name.rsplit("-", 1)[0]: r for r in runs}
 
 
 def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_home: Path) -> None:
@@ -48,8 +48,12 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     assert len(reports) == 1 and reports[0].data == text
     progress = [a for a in artifacts if a.type == "progress"]
     assert len(progress) == 3 and all(a.data == 100.0 for a in progress)
+    assert "| source validation | ok | 3 datasets passed" in text
+    gates = sorted(a.key for a in artifacts if a.key and a.key.startswith("validation-"))
+    assert gates == ["validation-source-digits-cloud", "validation-source-digits-onprem", "validation-source-request-log"]
     assert set(task_runs(flow_run_id)) == {"check-spec", "reach-object-store", "write-run-report", "migrate-digits-onprem",
-                                           "migrate-digits-cloud", "migrate-request-log"}
+                                           "migrate-digits-cloud", "migrate-request-log", "validate-source-digits-onprem",
+                                           "validate-source-digits-cloud", "validate-source-request-log"}
     # the copies are complete: each dataset has its manifest, and a second run sends nothing
     from lepton_core.data.engine import read_manifest
 
@@ -68,6 +72,30 @@ def test_bad_spec_fails_the_run_without_retrying(demo_data: Path, flow_home: Pat
     runs = task_runs(state.state_details.flow_run_id)
     assert runs["check-spec"].run_count == 1
     assert "reach-object-store" not in runs  # nothing after the failed check ran
+
+
+def test_bad_source_data_fails_the_run_at_the_gate(demo_data: Path, tmp_path: Path, flow_home: Path) -> None:
+    import shutil
+
+    root = tmp_path / "demo"
+    shutil.copytree(demo_data.parent / "data", root / "data")
+    (root / "spec.yaml").write_text(demo_data.read_text())
+    shutil.rmtree(root / "data/digits-cloud/test/9")
+    state = migrate(spec=SpecRef(path=str(root / "spec.yaml")), return_state=True)
+    assert state.is_failed()
+    from lepton_core.validation.gate import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match=r"^source validation of dataset 'digits-cloud' failed: "
+                                               r"expect_column_values_to_be_in_set\(column=folder_exists\) on classes: 1 unexpected; e.g. test/9 "
+                                               r"\(and 1 more failed expectations\)$"):
+        state.result()
+    runs = task_runs(state.state_details.flow_run_id)
+    assert runs["validate-source-digits-cloud"].run_count == 1  # bad data is not retried
+    assert not any(name.startswith("migrate-") for name in runs)  # nothing moved
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id])))
+    gate = next(a for a in artifacts if a.key == "validation-source-digits-cloud")
+    assert "FAILED (2 of 11 expectations)" in gate.data and "| classes | `expect_column_values_to_be_in_set(column=folder_exists)` | **failed** | 1 | test/9 |" in gate.data
 
 
 def test_bad_override_fails_like_a_bad_spec(demo_data: Path, flow_home: Path) -> None:

@@ -1,0 +1,79 @@
+"""Tables that Great Expectations can check: one row per image (GX has no image datasource), one
+row per (split, class) with its count, and a table dataset read as a DataFrame."""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
+from pathlib import Path
+
+import pandas as pd
+
+from lepton_core.data.inventory import inventory
+from lepton_core.errors import UsageError
+from lepton_core.spec.models import DatasetSpec
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _describe(path: Path) -> dict:
+    from PIL import Image
+
+    data = path.read_bytes()
+    row = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "decodes": False,
+           "width": -1, "height": -1, "mode": "", "error": ""}
+    try:
+        with Image.open(BytesIO(data)) as img:
+            img.load()  # decode every pixel: a truncated file fails here, not at open
+            row.update(decodes=True, width=img.width, height=img.height, mode=img.mode)
+    except Exception as exc:  # PIL raises many types for bad files; each is a failed decode
+        row["error"] = f"{type(exc).__name__}: {exc}"[:200]
+    return row
+
+
+def image_manifest(root: str | Path, dataset: DatasetSpec, threads: int = 4) -> pd.DataFrame:
+    """One row per file under ``root``: path, split, class, bytes, sha256, decodes, width, height,
+    mode, error, and ``classes_with_same_hash`` (how many classes hold an image with these bytes)."""
+    root = Path(root)
+    files = inventory(root)
+    rows = []
+    depth = 2 if dataset.splits else 1
+    for f in files:
+        parts = f.rel.split("/")
+        split = parts[0] if dataset.splits else ""
+        cls = parts[depth - 1] if len(parts) > depth else ""  # a file outside any class folder: class ""
+        rows.append({"path": f.rel, "split": split, "class": cls, "suffix": Path(f.rel).suffix.lower()})
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        described = list(pool.map(_describe, (f.path for f in files)))
+    table = pd.DataFrame([{**r, **d} for r, d in zip(rows, described, strict=True)],
+                         columns=["path", "split", "class", "suffix", "bytes", "sha256", "decodes", "width", "height", "mode", "error"])
+    table["classes_with_same_hash"] = table.groupby("sha256")["class"].transform("nunique").astype("int64")
+    return table
+
+
+def class_counts(root: str | Path, dataset: DatasetSpec, manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per (split, class) expected by the spec or found on disk: whether its folder exists
+    and how many images it holds. A missing or empty class shows up here, not in the image rows."""
+    root = Path(root)
+    splits = list(dataset.splits) or [""]
+    expected = list(dataset.classes or [])
+    rows = []
+    for split in splits:
+        base = root / split if split else root
+        found = sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+        for cls in dict.fromkeys(expected + found):
+            n = int(((manifest["split"] == split) & (manifest["class"] == cls)).sum())
+            rows.append({"split": split, "class": cls, "folder_exists": (base / cls).is_dir(), "images": n})
+    return pd.DataFrame(rows, columns=["split", "class", "folder_exists", "images"])
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV or Parquet table as a DataFrame; an unreadable file is a clear error."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: cannot read the table ({type(exc).__name__}: {str(exc)[:120]})") from None
