@@ -5,6 +5,7 @@ needs (Prefect, torch, boto3) when it runs."""
 
 from __future__ import annotations
 
+import enum
 import functools
 import os
 import sys
@@ -109,18 +110,26 @@ def run(
         typer.echo(f"the embedded object store is still running at {status.endpoint_url}; `lepton store down` stops it")
 
 
+class Side(str, enum.Enum):
+    source = "source"
+    target = "target"
+
+
 @app.command()
 @guarded
 def validate(
     spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
     dataset: Annotated[Optional[list[str]], typer.Option(help="Only this dataset (repeatable); all when left out.")] = None,
+    side: Annotated[Side, typer.Option(help="source: the data where it is now; target: its cloud copy.")] = Side.source,
 ) -> None:
-    """Run the source validation gate (Great Expectations) on the spec's local datasets.
+    """Run a validation gate (Great Expectations) on the spec's local datasets or their cloud copies.
 
     Exit code 2 when a dataset fails, with the expectation and up to ten examples."""
     from lepton_core.errors import UsageError
     from lepton_core.spec import is_s3, load_spec
+    from lepton_core.state import state_dir
     from lepton_core.validation.gate import validate_local
+    from lepton_core.validation.parity import validate_target
 
     loaded = load_spec(spec)
     known = [d.name for d in loaded.spec.datasets if not is_s3(d.location)]
@@ -128,7 +137,7 @@ def validate(
         if name not in known:
             raise UsageError(f"--dataset {name}: no local dataset of that name in {spec} (local: {', '.join(known)})")
     for name in dataset or known:
-        result = validate_local(loaded, name, "source")
+        result = validate_local(loaded, name) if side is Side.source else validate_target(loaded, name, state_dir())
         typer.echo(f"{name}: {len(result.checks)} expectations passed on "
                    + ", ".join(f"{n} {t} rows" for t, n in result.rows.items()) + f" ({result.seconds:.1f} s)")
 

@@ -1,8 +1,8 @@
 """The ``migrate`` flow: the whole migration of one spec, stage by stage.
 
 Stages so far: check the spec, validate the source data, reach the object store, migrate the
-data, write the run report. Later stages (planning, the cloud-copy gate, adaptation, integration,
-optimisation) slot in between.
+data and validate each cloud copy, write the run report. Later stages (planning, adaptation,
+integration, optimisation) slot in between.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tasks.data import migrate_dataset_task
 from tasks.report import write_run_report
 from tasks.spec import check_spec, prepare_demo
 from tasks.store import reach_object_store
-from tasks.validation import validate_source_task
+from tasks.validation import validate_source_task, validate_target_task
 
 
 # Datasets are copied two at a time: each copy already keeps many transfers in flight.
@@ -48,15 +48,20 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     # 3. The object store: start the embedded server or reach the cloud's; retried if transient.
     info = reach_object_store(loaded.spec.target, root, loaded.spec.name)
 
-    # 4. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry.
+    # 4. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry;
+    #    then each copy's gate: the same objects and hashes as the source.
     copies = [migrate_dataset_task.submit(loaded, d.name, root) for d in loaded.spec.datasets]
+    checks = [validate_target_task.submit(loaded, d.name, root, wait_for=[c])
+              for d, c in zip(loaded.spec.datasets, copies, strict=True) if not is_s3(d.location)]
     summaries = [c.result() for c in copies]
+    copy_gates = [c.result() for c in checks]
 
     # 5. The report, in the run's folder and as a Prefect artifact.
     run_name = f"{started:%Y%m%d-%H%M%S}-{flow_run.get_name() or 'local'}"
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
-        stages=(spec_stage(loaded), validation_stage(gates), store_stage(info), data_stage(summaries)),
+        stages=(spec_stage(loaded), validation_stage(gates, "source"), store_stage(info), data_stage(summaries),
+                validation_stage(copy_gates, "target")),
     )
     return write_run_report(report, str(runs_dir() / run_name))

@@ -50,8 +50,8 @@ def data_stage(summaries: list[TransferSummary]) -> StageResult:
                        summary=f"{len(summaries)} datasets, {total} objects verified ({sent} sent this run)", details=tuple(rows))
 
 
-def validation_stage(results: list[GateResult]) -> StageResult:
+def validation_stage(results: list[GateResult], side: str) -> StageResult:
     rows = tuple((r.dataset, f"{len(r.checks)} expectations passed on " + ", ".join(f"{n} {t} rows" for t, n in r.rows.items()))
                  for r in results)
-    return StageResult(stage="source validation", status="ok",
+    return StageResult(stage=f"{side} validation", status="ok",
                        summary=f"{len(results)} datasets passed ({sum(len(r.checks) for r in results)} expectations)", details=rows)

@@ -49,11 +49,13 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     progress = [a for a in artifacts if a.type == "progress"]
     assert len(progress) == 3 and all(a.data == 100.0 for a in progress)
     assert "| source validation | ok | 3 datasets passed" in text
+    assert "| target validation | ok | 3 datasets passed (18 expectations) |" in text
     gates = sorted(a.key for a in artifacts if a.key and a.key.startswith("validation-"))
-    assert gates == ["validation-source-digits-cloud", "validation-source-digits-onprem", "validation-source-request-log"]
+    assert gates == [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
     assert set(task_runs(flow_run_id)) == {"check-spec", "reach-object-store", "write-run-report", "migrate-digits-onprem",
                                            "migrate-digits-cloud", "migrate-request-log", "validate-source-digits-onprem",
-                                           "validate-source-digits-cloud", "validate-source-request-log"}
+                                           "validate-source-digits-cloud", "validate-source-request-log",
+                                           "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log"}
     # the copies are complete: each dataset has its manifest, and a second run sends nothing
     from lepton_core.data.engine import read_manifest
 
