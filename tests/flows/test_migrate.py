@@ -133,3 +133,23 @@ def test_store_task_retries_only_transient_errors(monkeypatch: pytest.MonkeyPatc
     state = probe(return_state=True)
     assert len(calls) == attempts
     assert state.is_completed() == is_transient(error)
+
+
+def test_validate_flow_checks_every_copy_and_fails_on_a_bad_one(demo_full: Path, flow_home: Path) -> None:
+    from flows.validate import validate
+
+    assert migrate(spec=SpecRef(path=str(demo_full)), return_state=True).is_completed()
+    assert validate(spec=SpecRef(path=str(demo_full)), side="target") == [
+        "digits-onprem: 6 target expectations passed", "digits-cloud: 6 target expectations passed",
+        "request-log: 6 target expectations passed"]
+    store = ObjectStore(EmbeddedStore(store_dir(flow_home)).settings())
+    store.delete("lepton-demo", next(o.key for o in store.list("lepton-demo", "digits-demo/datasets/digits-cloud/train/")))
+    state = validate(spec=SpecRef(path=str(demo_full)), side="target", return_state=True)
+    assert state.is_failed()
+    from lepton_core.validation.gate import ValidationFailed
+
+    with pytest.raises(ValidationFailed, match=r"^target validation of dataset 'digits-cloud' failed: .*\(column=on_target\)"):
+        state.result()
+    runs = task_runs(state.state_details.flow_run_id)
+    assert {n for n in runs if n.startswith("validate-target-")} == {
+        "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log"}
