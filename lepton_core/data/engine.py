@@ -72,8 +72,9 @@ class TransferSummary:
         return self.sent_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        extra = f", {self.extra_on_target} objects on the target that the source does not have (kept)" if self.extra_on_target else ""
         return (f"{self.dataset}: {self.objects} objects ({self.total_bytes / 1e6:.1f} MB) at {self.destination}: "
-                f"{self.sent} sent ({self.sent_bytes / 1e6:.1f} MB, {self.resent} re-sent), {self.skipped} already there, "
+                f"{self.sent} sent ({self.sent_bytes / 1e6:.1f} MB, {self.resent} re-sent), {self.skipped} already there{extra}, "
                 f"{self.seconds:.1f} s, {self.mb_per_s:.1f} MB/s")
 
 

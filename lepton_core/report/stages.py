@@ -42,8 +42,9 @@ def data_stage(summaries: list[TransferSummary]) -> StageResult:
         if s.note:
             rows.append((s.dataset, f"{s.source}: {s.note}"))
             continue
+        extra = f"; {s.extra_on_target} objects on the target that the source does not have (kept)" if s.extra_on_target else ""
         rows.append((s.dataset, f"{s.objects} objects, {s.total_bytes / 1e6:.1f} MB -> {s.destination}; "
-                                f"{s.sent} sent ({s.resent} re-sent), {s.skipped} already there; {s.mb_per_s:.1f} MB/s"))
+                                f"{s.sent} sent ({s.resent} re-sent), {s.skipped} already there; {s.mb_per_s:.1f} MB/s{extra}"))
     sent = sum(s.sent for s in summaries)
     total = sum(s.objects for s in summaries)
     return StageResult(stage="data migration", status="ok",

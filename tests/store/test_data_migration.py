@@ -92,6 +92,13 @@ def test_rerun_with_nothing_changed_sends_nothing(tools, tmp_path: Path) -> None
     third = upload_dataset("rerun", src, store, transfer, store.bucket, prefix, cache)
     assert (third.sent, third.resent, third.skipped) == (2, 1, 59)
     assert third.resent_keys == [f"{prefix}/d0/f0.bin"]
+    assert third.extra_on_target == 0
+    # a file removed from the source: its object stays, is left out of the manifest, and is reported
+    (src / "d1" / "f1.bin").unlink()
+    fourth = upload_dataset("rerun", src, store, transfer, store.bucket, prefix, cache)
+    assert (fourth.sent, fourth.extra_on_target) == (0, 1)
+    assert "1 objects on the target that the source does not have (kept)" in fourth.line()
+    assert f"{prefix}/d1/f1.bin" not in read_manifest(store, store.bucket, prefix).by_key()
 
 
 def test_corrupted_and_truncated_objects_are_detected_and_resent(tools, tmp_path: Path) -> None:
