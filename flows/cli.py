@@ -110,6 +110,16 @@ def run(
         typer.echo(f"the embedded object store is still running at {status.endpoint_url}; `lepton store down` stops it")
 
 
+def _selected(requested: list[str] | None, known: list[str], spec: Path, kind: str) -> list[str]:
+    """The datasets a command works on: those named with --dataset (each must exist), else all."""
+    from lepton_core.errors import UsageError
+
+    for name in requested or []:
+        if name not in known:
+            raise UsageError(f"--dataset {name}: no {kind} of that name in {spec} (known: {', '.join(known)})")
+    return list(requested or known)
+
+
 class Side(str, enum.Enum):
     source = "source"
     target = "target"
@@ -125,21 +135,15 @@ def validate(
     """Run a validation gate (Great Expectations) on the spec's local datasets or their cloud copies.
 
     Exit code 2 when a dataset fails, with the expectation and up to ten examples."""
-    from lepton_core.errors import UsageError
     from lepton_core.spec import is_s3, load_spec
     from lepton_core.state import state_dir
     from lepton_core.validation.gate import validate_local
     from lepton_core.validation.parity import validate_target
 
     loaded = load_spec(spec)
-    known = [d.name for d in loaded.spec.datasets if not is_s3(d.location)]
-    for name in dataset or []:
-        if name not in known:
-            raise UsageError(f"--dataset {name}: no local dataset of that name in {spec} (local: {', '.join(known)})")
-    for name in dataset or known:
+    for name in _selected(dataset, [d.name for d in loaded.spec.datasets if not is_s3(d.location)], spec, "local dataset"):
         result = validate_local(loaded, name) if side is Side.source else validate_target(loaded, name, state_dir())
-        typer.echo(f"{name}: {len(result.checks)} expectations passed on "
-                   + ", ".join(f"{n} {t} rows" for t, n in result.rows.items()) + f" ({result.seconds:.1f} s)")
+        typer.echo(f"{name}: {len(result.checks)} expectations passed on {result.rows_text()} ({result.seconds:.1f} s)")
 
 
 class _BarProgress:
@@ -169,21 +173,17 @@ def migrate_data(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from lepton_core.data.stage import migrate_dataset
-    from lepton_core.errors import UsageError
     from lepton_core.spec import load_spec
     from lepton_core.state import state_dir
 
     loaded = load_spec(spec)
-    known = [d.name for d in loaded.spec.datasets]
-    for name in dataset or []:
-        if name not in known:
-            raise UsageError(f"--dataset {name}: no such dataset in {spec} (known: {', '.join(known)})")
+    names = _selected(dataset, [d.name for d in loaded.spec.datasets], spec, "dataset")
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
-    for name in dataset or known:
+    for name in names:
         with Progress(*columns) as bar:
             summary = migrate_dataset(loaded, name, state_dir(), _BarProgress(bar, name))
-        typer.echo(f"{name}: {summary.note}" if summary.note else summary.line())
+        typer.echo(summary.line())
 
 
 @store_app.command("up")

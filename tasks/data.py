@@ -46,5 +46,5 @@ class ArtifactProgress:
 def migrate_dataset_task(loaded: LoadedSpec, name: str, state_root: str) -> TransferSummary:
     """Copy one dataset to the target, checksummed and verified; a retry resumes where it stopped."""
     summary = migrate_dataset(loaded, name, Path(state_root), ArtifactProgress(name))
-    get_run_logger().info(summary.note and f"{name}: {summary.note}" or summary.line())
+    get_run_logger().info(summary.line())
     return summary

@@ -40,11 +40,9 @@ class GetJob:
 
     key: str
     path: Path
-    size: int
 
 
 Done = Callable[[object, "StoreError | None"], None]
-Progress = Callable[[int], None]
 
 
 class CrtTransfer:
@@ -78,7 +76,7 @@ class CrtTransfer:
             return self._host, f"{self._base}/{bucket}/{quoted}"
         return f"{bucket}.{self._host}", f"/{quoted}"
 
-    def put_files(self, bucket: str, jobs: Iterable[PutJob], on_done: Done, on_progress: Progress | None = None) -> None:
+    def put_files(self, bucket: str, jobs: Iterable[PutJob], on_done: Done) -> None:
         """Upload every job, calling ``on_done(job, error_or_None)`` as each ends (from CRT threads)."""
         from awscrt.http import HttpHeaders, HttpRequest
         from awscrt.s3 import S3ChecksumAlgorithm, S3ChecksumConfig, S3ChecksumLocation, S3RequestType
@@ -99,12 +97,11 @@ class CrtTransfer:
             self._client.make_request(
                 type=S3RequestType.PUT_OBJECT, request=HttpRequest("PUT", path, HttpHeaders(headers)),
                 send_filepath=str(job.path), checksum_config=checksum, on_done=finished,
-                on_progress=on_progress,
             )
 
         self._run(jobs, submit, on_done, f"upload to s3://{bucket}")
 
-    def get_files(self, bucket: str, jobs: Iterable[GetJob], on_done: Done, on_progress: Progress | None = None) -> None:
+    def get_files(self, bucket: str, jobs: Iterable[GetJob], on_done: Done) -> None:
         """Download every job into its ``path``, calling ``on_done(job, error_or_None)`` as each ends."""
         from awscrt.http import HttpHeaders, HttpRequest
         from awscrt.s3 import S3RequestType
@@ -114,7 +111,7 @@ class CrtTransfer:
             job.path.parent.mkdir(parents=True, exist_ok=True)
             self._client.make_request(
                 type=S3RequestType.GET_OBJECT, request=HttpRequest("GET", path, HttpHeaders([("Host", host)])),
-                recv_filepath=str(job.path), on_done=finished, on_progress=on_progress,
+                recv_filepath=str(job.path), on_done=finished,
             )
 
         self._run(jobs, submit, on_done, f"download from s3://{bucket}")

@@ -72,6 +72,8 @@ class TransferSummary:
         return self.sent_bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
 
     def line(self) -> str:
+        if self.note:
+            return f"{self.dataset}: {self.note}"
         extra = f", {self.extra_on_target} objects on the target that the source does not have (kept)" if self.extra_on_target else ""
         return (f"{self.dataset}: {self.objects} objects ({self.total_bytes / 1e6:.1f} MB) at {self.destination}: "
                 f"{self.sent} sent ({self.sent_bytes / 1e6:.1f} MB, {self.resent} re-sent), {self.skipped} already there{extra}, "
@@ -221,7 +223,7 @@ def download_dataset(store: ObjectStore, transfer: CrtTransfer, bucket: str, pre
         summary.sent += 1
         progress.advance(1, 0)
     todo = [e for e in todo if e.size > 0]
-    jobs = (GetJob(e.key, (dest / e.rel).with_name(f".{Path(e.rel).name}.part"), e.size) for e in todo)
+    jobs = [GetJob(e.key, (dest / e.rel).with_name(f".{Path(e.rel).name}.part")) for e in todo]
     transfer.get_files(bucket, jobs, done)
     mode = default_mode()
 
@@ -241,7 +243,7 @@ def download_dataset(store: ObjectStore, transfer: CrtTransfer, bucket: str, pre
             else:
                 summary.sent += 1
                 summary.sent_bytes += item[1].size
-    for job in (GetJob(e.key, (dest / e.rel).with_name(f".{Path(e.rel).name}.part"), e.size) for e in todo):
+    for job in jobs:
         job.path.unlink(missing_ok=True)  # nothing half-downloaded stays behind
     _raise_first(errors)
     summary.seconds = time.perf_counter() - t0

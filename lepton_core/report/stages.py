@@ -1,4 +1,5 @@
-"""Report sections for the stages that exist so far: spec, object store, source validation, data migration."""
+"""Report sections for the stages that exist so far: spec, object store, data migration, and the
+source and target validation gates."""
 
 from __future__ import annotations
 
@@ -52,7 +53,6 @@ def data_stage(summaries: list[TransferSummary]) -> StageResult:
 
 
 def validation_stage(results: list[GateResult], side: str) -> StageResult:
-    rows = tuple((r.dataset, f"{len(r.checks)} expectations passed on " + ", ".join(f"{n} {t} rows" for t, n in r.rows.items()))
-                 for r in results)
+    rows = tuple((r.dataset, f"{len(r.checks)} expectations passed on {r.rows_text()}") for r in results)
     return StageResult(stage=f"{side} validation", status="ok",
                        summary=f"{len(results)} datasets passed ({sum(len(r.checks) for r in results)} expectations)", details=rows)

@@ -103,7 +103,7 @@ class DatasetSpec(StrictModel):
         if self.kind == "table":
             for field in ("classes", "image_size", "image_mode"):
                 if getattr(self, field) is not None:
-                    raise SpecFieldError((field,), f"only for kind 'images', but this dataset is a table")
+                    raise SpecFieldError((field,), "only for kind 'images', but this dataset is a table")
             if not re.search(r"\.(csv|parquet)$", self.location, re.IGNORECASE):
                 raise SpecFieldError(("location",), "a table must be a .csv or .parquet file")
         elif self.columns is not None:
