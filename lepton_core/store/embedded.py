@@ -31,9 +31,18 @@ from lepton_core.store.objectstore import StoreError, StoreSettings
 HOST = "127.0.0.1"
 PORT_NAMES = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    "s3.port", "s3.port.grpc",
 )
 REGION = "us-east-1"
+
+# Volume layout. SeaweedFS keeps each bucket in its own collection of volumes. Left to itself it
+# sizes the volume count from the free disk (none at all on a nearly full disk: every PUT then fails
+# with InternalError after a 30 s wait) and grows seven volumes per bucket. A fixed count of small
+# volumes grown one at a time serves many buckets on any disk; the free-space floor still stops
+# writes before the disk fills.
+VOLUME_SIZE_MB = 256
+VOLUME_MAX = 512
+MIN_FREE_BYTES = 256 * 1024**2
 
 
 @dataclass(frozen=True)
@@ -137,6 +146,16 @@ class EmbeddedStore:
         data = json.loads(self.credentials_file.read_text())
         return data["access_key_id"], SecretStr(data["secret_access_key"])
 
+    def _sse_key(self) -> str:
+        """The server's key-encryption key for SSE-S3 (256 bits, hex), kept with the credentials:
+        without one SeaweedFS refuses every PUT that asks for server-side encryption."""
+        self.credentials()
+        data = json.loads(self.credentials_file.read_text())
+        if "sse_kek" not in data:
+            data["sse_kek"] = secrets.token_hex(32)
+            atomic_write_text(self.credentials_file, json.dumps(data), mode=0o600)
+        return data["sse_kek"]
+
     # -- state ------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -219,24 +238,37 @@ class EmbeddedStore:
 
     def _spawn(self, ports: dict[str, int]) -> dict:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        # weed mini saves its options and reloads them; ours are always given on the command line.
-        (self.data_dir / "mini.options").unlink(missing_ok=True)
+        self._check_free_space()
         key_id, secret = self.credentials()
         env = dict(os.environ)
         env.update(
             AWS_ACCESS_KEY_ID=key_id,
             AWS_SECRET_ACCESS_KEY=secret.get_secret_value(),
             GOMEMLIMIT=os.environ.get("LEPTON_STORE_GOMEMLIMIT", "2GiB"),
+            WEED_MASTER_VOLUME_GROWTH_COPY_1="1",
+            WEED_S3_SSE_KEK=self._sse_key(),
         )
-        args = [weed_binary(), "mini", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
+        args = [weed_binary(), "server", "-s3", "-filer", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
                 *(f"-{name}={port}" for name, port in ports.items()),
-                "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
+                f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}", f"-volume.max={VOLUME_MAX}",
+                f"-volume.minFreeSpace={MIN_FREE_BYTES // 1024**2}MiB", "-volume.preStopSeconds=0",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=env, cwd=self.root, start_new_session=True)
         record = {"pid": proc.pid, "ports": ports, "started_at": time.time()}
         atomic_write_text(self.server_file, json.dumps(record))
         return record
+
+    def _check_free_space(self) -> None:
+        """Refuse to start on a disk that SeaweedFS would not write to: a clear error now instead of
+        every PUT failing later."""
+        free = shutil.disk_usage(self.data_dir).free
+        if free < MIN_FREE_BYTES:
+            raise StoreError(
+                f"not enough free disk for the embedded object store: {free / 1024**2:.0f} MiB free under "
+                f"{self.data_dir}, it needs at least {MIN_FREE_BYTES / 1024**2:.0f} MiB"
+            )
 
     def _wait_ready(self, record: dict, timeout: float) -> None:
         from lepton_core.store.objectstore import ObjectStore, StoreAuthError

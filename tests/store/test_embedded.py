@@ -58,6 +58,27 @@ def test_data_survives_a_restart_on_new_ports(server: EmbeddedStore) -> None:
         assert ObjectStore(server.settings()).get_bytes("moved", "k") == b"v"
 
 
+def test_each_bucket_grows_one_volume_whatever_the_free_disk(server: EmbeddedStore) -> None:
+    """SeaweedFS's defaults (seven volumes per bucket, a volume count sized from the free disk) ran
+    out of volumes on a CI machine with little free disk: every PUT failed after long waits."""
+    server.up()
+    store = ObjectStore(server.settings())
+    for i in range(12):
+        store.ensure_bucket(f"bucket-{i:02d}")
+        store.put_bytes(f"bucket-{i:02d}", "k", b"v" * 100)
+    assert len(list(server.data_dir.glob("*.dat"))) == 12
+
+
+def test_refuses_to_start_on_a_nearly_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lepton_core.store import embedded
+
+    monkeypatch.setattr(embedded, "MIN_FREE_BYTES", 1 << 62)
+    s = EmbeddedStore(tmp_path / "store")
+    with pytest.raises(StoreError, match=r"not enough free disk for the embedded object store: \d+ MiB free under .*data"):
+        s.up()
+    assert not s.status().running
+
+
 def test_second_up_reuses_the_running_server(server: EmbeddedStore) -> None:
     first = server.up()
     second = EmbeddedStore(server.root).up()
@@ -82,6 +103,7 @@ def test_credentials_are_private_and_never_shown(server: EmbeddedStore, monkeypa
     assert f"access key id: {key_id}" in result.stdout
     assert secret.get_secret_value() not in result.stdout
     assert secret.get_secret_value() not in server.log_file.read_text(errors="replace")
+    assert server._sse_key() not in server.log_file.read_text(errors="replace")
     assert secret.get_secret_value() not in server.server_file.read_text()
 
 
