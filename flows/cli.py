@@ -134,16 +134,35 @@ def validate(
 ) -> None:
     """Run a validation gate (Great Expectations) on the spec's local datasets or their cloud copies.
 
-    Exit code 2 when a dataset fails, with the expectation and up to ten examples."""
+    Writes each gate's Data Docs (and, for the source, each dataset's profile) into a run folder
+    under the lepton home, and on the source side reports the drift between the datasets the
+    spec compares. Exit code 2 when a dataset fails, with the expectation and up to ten examples."""
+    import datetime as dt
+
     from lepton_core.spec import is_s3, load_spec
-    from lepton_core.state import state_dir
+    from lepton_core.state import runs_dir, state_dir
+    from lepton_core.validation.drift import drift_gate, drift_report
     from lepton_core.validation.gate import validate_local
+    from lepton_core.validation.outputs import docs_dir, save_profile
     from lepton_core.validation.parity import validate_target
 
     loaded = load_spec(spec)
+    run_dir = runs_dir() / f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-validate-{side.value}"
+    profiles = {}
     for name in _selected(dataset, [d.name for d in loaded.spec.datasets if not is_s3(d.location)], spec, "local dataset"):
-        result = validate_local(loaded, name) if side is Side.source else validate_target(loaded, name, state_dir())
+        if side is Side.source:
+            result = validate_local(loaded, name, "source", docs_dir(run_dir, "source", name))
+            profiles[name] = result.profile
+            save_profile(run_dir, name, result.profile)
+        else:
+            result = validate_target(loaded, name, state_dir(), docs_dir(run_dir, "target", name))
         typer.echo(f"{name}: {len(result.checks)} expectations passed on {result.rows_text()} ({result.seconds:.1f} s)")
+    for name, base, limit in loaded.spec.drift_pairs():
+        if name in profiles and base in profiles:
+            report = drift_report(name, profiles[name], base, profiles[base], limit)
+            typer.echo(f"drift: {report.summary()}")
+            drift_gate(report, docs_dir(run_dir, "drift", name))
+    typer.echo(f"Data Docs: {run_dir / 'data-docs'}")
 
 
 class _BarProgress:

@@ -1,7 +1,8 @@
 """The ``migrate`` flow: the whole migration of one spec, stage by stage.
 
-Stages so far: check the spec, validate the source data, reach the object store, migrate the
-data and validate each cloud copy, write the run report. Later stages (planning, adaptation,
+Stages so far: check the spec, validate the source data (profiles saved, drift reported), reach
+the object store, migrate the data and validate each cloud copy, publish the Data Docs next to the
+data, write the run report. Later stages (planning, adaptation,
 integration, optimisation) slot in between.
 """
 
@@ -14,7 +15,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.report import RunReport
-from lepton_core.report.stages import data_stage, spec_stage, store_stage, validation_stage
+from lepton_core.report.stages import data_stage, drift_stage, spec_stage, store_stage, validation_stage
 from lepton_core.spec import is_s3
 from lepton_core.spec.params import SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
@@ -22,7 +23,7 @@ from tasks.data import migrate_dataset_task
 from tasks.report import write_run_report
 from tasks.spec import check_spec, prepare_demo
 from tasks.store import reach_object_store
-from tasks.validation import validate_source_task, validate_target_task
+from tasks.validation import drift_task, publish_data_docs_task, validate_source_task, validate_target_task
 
 
 # Datasets are copied two at a time: each copy already keeps many transfers in flight.
@@ -37,13 +38,19 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     """
     started = dt.datetime.now(dt.timezone.utc)
     root = str(state_dir())
+    run_name = f"{started:%Y%m%d-%H%M%S}-{flow_run.get_name() or 'local'}"
+    run_dir = str(runs_dir() / run_name)
 
     # 1. The spec: the bundled demo unless a path is given; bad input fails here, never retried.
     spec_path = spec.path or prepare_demo(root)
     loaded = check_spec(spec_path, target)
 
     # 2. Source validation: bad data stops the run here, before anything moves; never retried.
-    gates = [validate_source_task(loaded, d.name) for d in loaded.spec.datasets if not is_s3(d.location)]
+    #    Each dataset's profile is saved with the run; the drift report compares them.
+    gates = [validate_source_task(loaded, d.name, run_dir) for d in loaded.spec.datasets if not is_s3(d.location)]
+    profiles = {g.dataset: g.profile for g in gates}
+    drifts = [drift_task(name, profiles[name], base, profiles[base], limit, run_dir)
+              for name, base, limit in loaded.spec.drift_pairs() if name in profiles and base in profiles]
 
     # 3. The object store: start the embedded server or reach the cloud's; retried if transient.
     info = reach_object_store(loaded.spec.target, root, loaded.spec.name)
@@ -51,17 +58,17 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     # 4. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry;
     #    then each copy's gate: the same objects and hashes as the source.
     copies = [migrate_dataset_task.submit(loaded, d.name, root) for d in loaded.spec.datasets]
-    checks = [validate_target_task.submit(loaded, d.name, root, wait_for=[c])
+    checks = [validate_target_task.submit(loaded, d.name, root, run_dir, wait_for=[c])
               for d, c in zip(loaded.spec.datasets, copies, strict=True) if not is_s3(d.location)]
     summaries = [c.result() for c in copies]
     copy_gates = [c.result() for c in checks]
 
-    # 5. The report, in the run's folder and as a Prefect artifact.
-    run_name = f"{started:%Y%m%d-%H%M%S}-{flow_run.get_name() or 'local'}"
+    # 5. The gates' Data Docs next to the data; the report, in the run's folder and as an artifact.
+    docs_uri = publish_data_docs_task(loaded, root, run_dir, run_name)
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
-        stages=(spec_stage(loaded), validation_stage(gates, "source"), store_stage(info), data_stage(summaries),
-                validation_stage(copy_gates, "target")),
+        stages=(spec_stage(loaded), validation_stage(gates, "source", run_dir), drift_stage(drifts), store_stage(info),
+                data_stage(summaries), validation_stage(copy_gates, "target", run_dir, docs_uri)),
     )
-    return write_run_report(report, str(runs_dir() / run_name))
+    return write_run_report(report, run_dir)

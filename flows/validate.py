@@ -1,21 +1,25 @@
 """The ``validate`` flow: run one validation gate on every dataset of a spec.
 
 Meant to be scheduled (nightly on the cloud copy, ``side="target"``) as well as run by hand; each
-gate publishes its artifact, and any failed gate fails the run after every gate has run.
+gate publishes its artifact and writes its Data Docs into the run's folder (uploaded next to the
+data when the run ends), and any failed gate fails the run after every gate has run. On the source
+side the datasets' profiles are saved and the drift report is made as well.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Literal
 
 from prefect import flow
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.spec import is_s3
 from lepton_core.spec.params import SpecRef, TargetOverrides
-from lepton_core.state import state_dir
+from lepton_core.state import runs_dir, state_dir
 from tasks.spec import check_spec, prepare_demo
-from tasks.validation import validate_source_task, validate_target_task
+from tasks.validation import drift_task, publish_data_docs_task, validate_source_task, validate_target_task
 
 
 @flow(name="validate", description="Run a validation gate on every dataset of a spec (nightly on the cloud copy).",
@@ -28,13 +32,29 @@ def validate(spec: SpecRef = SpecRef(), side: Literal["source", "target"] = "tar
         side: source checks the data where it is now; target checks its copy in the object store.
     """
     root = str(state_dir())
+    run_name = f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{flow_run.get_name() or 'local'}-validate-{side}"
+    run_dir = str(runs_dir() / run_name)
     loaded = check_spec(spec.path or prepare_demo(root), TargetOverrides())
     names = [d.name for d in loaded.spec.datasets if not is_s3(d.location)]
     if side == "source":
-        gates = [validate_source_task.submit(loaded, name) for name in names]
+        gates = [validate_source_task.submit(loaded, name, run_dir) for name in names]
     else:
-        gates = [validate_target_task.submit(loaded, name, root) for name in names]
+        gates = [validate_target_task.submit(loaded, name, root, run_dir) for name in names]
     for gate in gates:
         gate.wait()  # every gate runs and publishes its artifact before the first failure is raised
-    results = [gate.result() for gate in gates]
-    return [f"{r.dataset}: {len(r.checks)} {r.side} expectations passed" for r in results]
+    passed = [gate.result() for gate in gates if gate.state.is_completed()]
+    lines = [f"{r.dataset}: {len(r.checks)} {r.side} expectations passed" for r in passed]
+    drifts = []
+    if side == "source":
+        profiles = {r.dataset: r.profile for r in passed}
+        drifts = [drift_task.submit(name, profiles[name], base, profiles[base], limit, run_dir)
+                  for name, base, limit in loaded.spec.drift_pairs() if name in profiles and base in profiles]
+        for d in drifts:
+            d.wait()
+        lines += [d.result().summary() for d in drifts if d.state.is_completed()]
+        lines.append(f"Data Docs: {run_dir}")
+    else:  # the cloud copy's checks go next to it
+        lines.append(f"Data Docs: {publish_data_docs_task(loaded, root, run_dir, run_name) or run_dir}")
+    for future in [*gates, *drifts]:
+        future.result()  # the first failure fails the run, after every gate and the Data Docs are done
+    return lines

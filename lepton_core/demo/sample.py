@@ -119,6 +119,17 @@ def write_request_log(path: Path, *, seed: int, rows: int = 5000) -> None:
     table.to_parquet(path, index=False, engine="pyarrow", compression="zstd")
 
 
+REQUEST_LOG_COLUMNS: list[dict[str, Any]] = [  # the request log's declared columns
+    {"name": "request_id", "dtype": "int", "nullable": False, "unique": True, "min": 1},
+    {"name": "timestamp", "dtype": "datetime", "nullable": False},
+    {"name": "client", "dtype": "str", "nullable": False, "values": ["web", "mobile", "batch", "partner"]},
+    {"name": "latency_ms", "dtype": "float", "nullable": False, "min": 0},
+    {"name": "status", "dtype": "int", "nullable": False, "values": [200, 400, 429, 500]},
+    {"name": "predicted_class", "dtype": "int", "nullable": False, "min": 0, "max": 9},
+    {"name": "confidence", "dtype": "float", "nullable": False, "min": 0, "max": 1},
+]
+
+
 def demo_spec(services: list[dict[str, Any]], *, with_model: bool) -> dict[str, Any]:
     images = {"kind": "images", "splits": ["train", "val", "test"], "classes": CLASSES, "image_size": [32, 32], "image_mode": "L"}
     spec: dict[str, Any] = {
@@ -127,16 +138,8 @@ def demo_spec(services: list[dict[str, Any]], *, with_model: bool) -> dict[str, 
         "description": "Move a handwritten-digit recognition system and its data from on-prem to the cloud.",
         "datasets": [
             {"name": SOURCE, "location": f"data/{SOURCE}", **images},
-            {"name": TARGET, "location": f"data/{TARGET}", **images},
-            {"name": TABLE, "location": f"data/{TABLE}.parquet", "kind": "table", "columns": [
-                {"name": "request_id", "dtype": "int", "nullable": False, "unique": True, "min": 1},
-                {"name": "timestamp", "dtype": "datetime", "nullable": False},
-                {"name": "client", "dtype": "str", "nullable": False, "values": ["web", "mobile", "batch", "partner"]},
-                {"name": "latency_ms", "dtype": "float", "nullable": False, "min": 0},
-                {"name": "status", "dtype": "int", "nullable": False, "values": [200, 400, 429, 500]},
-                {"name": "predicted_class", "dtype": "int", "nullable": False, "min": 0, "max": 9},
-                {"name": "confidence", "dtype": "float", "nullable": False, "min": 0, "max": 1},
-            ]},
+            {"name": TARGET, "location": f"data/{TARGET}", **images, "drift": {"baseline": SOURCE}},
+            {"name": TABLE, "location": f"data/{TABLE}.parquet", "kind": "table", "columns": REQUEST_LOG_COLUMNS},
         ],
     }
     if with_model:

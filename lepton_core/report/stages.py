@@ -3,10 +3,13 @@ source and target validation gates."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from lepton_core.data.engine import TransferSummary
 from lepton_core.report.run_report import StageResult
 from lepton_core.spec import LoadedSpec
 from lepton_core.store.target import TargetInfo
+from lepton_core.validation.drift import DriftReport
 from lepton_core.validation.gate import GateResult
 
 
@@ -52,7 +55,28 @@ def data_stage(summaries: list[TransferSummary]) -> StageResult:
                        summary=f"{len(summaries)} datasets, {total} objects verified ({sent} sent this run)", details=tuple(rows))
 
 
-def validation_stage(results: list[GateResult], side: str) -> StageResult:
-    rows = tuple((r.dataset, f"{len(r.checks)} expectations passed on {r.rows_text()}") for r in results)
+def _relative(path: str | None, run_dir: str | None) -> str:
+    if not path:
+        return ""
+    if run_dir and Path(path).is_relative_to(run_dir):
+        return str(Path(path).relative_to(run_dir))
+    return path
+
+
+def validation_stage(results: list[GateResult], side: str, run_dir: str | None = None, docs_uri: str | None = None) -> StageResult:
+    rows = [(r.dataset, f"{len(r.checks)} expectations passed on {r.rows_text()}"
+                        + (f"; Data Docs {_relative(r.docs, run_dir)}" if r.docs else "")) for r in results]
+    if docs_uri:
+        rows.append(("Data Docs", f"all gates of this run, uploaded to {docs_uri}"))
     return StageResult(stage=f"{side} validation", status="ok",
-                       summary=f"{len(results)} datasets passed ({sum(len(r.checks) for r in results)} expectations)", details=rows)
+                       summary=f"{len(results)} datasets passed ({sum(len(r.checks) for r in results)} expectations)", details=tuple(rows))
+
+
+def drift_stage(reports: list[DriftReport]) -> StageResult:
+    """Distances from 0 (same distribution) to 1; a limit in the spec would have failed the run before here."""
+    if not reports:
+        return StageResult(stage="drift", status="skipped", summary="no dataset names a baseline to compare with")
+    rows = tuple((f"{r.dataset} vs {r.baseline}", r.summary()) for r in reports)
+    worst = max(reports, key=lambda r: r.max_distance)
+    return StageResult(stage="drift", status="ok", details=rows,
+                       summary=f"{len(reports)} comparisons; largest distance {worst.max_distance:.3f} ({worst.dataset} vs {worst.baseline})")

@@ -76,6 +76,17 @@ class ColumnSpec(StrictModel):
         return self
 
 
+class DriftSpec(StrictModel):
+    """Compare a dataset's distribution with another's: reported always, a gate only with a limit."""
+
+    baseline: Name = Field(description="The dataset whose distribution this one is compared with (same kind).")
+    limit: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Largest distance (0 = same distribution, 1 = disjoint) any class or column may show; "
+                    "none: report the drift without failing on it.",
+    )
+
+
 class DatasetSpec(StrictModel):
     """A dataset to migrate: an image folder (ImageFolder layout) or a CSV/Parquet table."""
 
@@ -96,6 +107,11 @@ class DatasetSpec(StrictModel):
     image_mode: Literal["L", "RGB", "RGBA"] | None = Field(default=None, description="images: expected PIL mode.")
     columns: tuple[ColumnSpec, ...] | None = Field(
         default=None, min_length=1, max_length=10_000, description="table: the expected columns."
+    )
+    drift: DriftSpec | None = Field(
+        default=None,
+        description="How far this dataset may be from another's distribution (the model's target dataset "
+                    "is compared with its source dataset unless it says otherwise).",
     )
 
     @model_validator(mode="after")
@@ -223,6 +239,16 @@ class MigrationSpec(StrictModel):
         if cycle:
             first = next(i for i, s in enumerate(self.services) if s.name == cycle[0])
             raise SpecFieldError(("services", first, "depends_on"), "dependency cycle: " + " -> ".join(cycle + [cycle[0]]))
+        for i, d in enumerate(self.datasets):
+            if d.drift is None:
+                continue
+            base = d.drift.baseline
+            if base == d.name:
+                raise SpecFieldError(("datasets", i, "drift", "baseline"), "a dataset cannot be its own baseline")
+            if base not in datasets:
+                raise SpecFieldError(("datasets", i, "drift", "baseline"), f"unknown dataset {base!r} (known: {', '.join(datasets)})")
+            if datasets[base].kind != d.kind:
+                raise SpecFieldError(("datasets", i, "drift", "baseline"), f"dataset {base!r} is {datasets[base].kind}; {d.name!r} is {d.kind}")
         if self.model is not None:
             for field in ("source_dataset", "target_dataset"):
                 ref = getattr(self.model, field)
@@ -238,6 +264,15 @@ class MigrationSpec(StrictModel):
     def dataset(self, name: str) -> DatasetSpec:
         """The dataset called ``name``; KeyError if there is none."""
         return by_name(self.datasets, name)
+
+    def drift_pairs(self) -> list[tuple[str, str, float | None]]:
+        """(dataset, baseline, limit) for every comparison the drift report makes: each dataset's own
+        ``drift``, and the model's target dataset against its source dataset when it names none."""
+        pairs = [(d.name, d.drift.baseline, d.drift.limit) for d in self.datasets if d.drift is not None]
+        if self.model is not None and self.model.source_dataset != self.model.target_dataset:
+            if self.dataset(self.model.target_dataset).drift is None:
+                pairs.append((self.model.target_dataset, self.model.source_dataset, None))
+        return pairs
 
 
 def find_cycle(graph: dict[str, tuple[str, ...]]) -> list[str]:

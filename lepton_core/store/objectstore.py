@@ -209,10 +209,14 @@ class ObjectStore:
             r = self.client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256", **args)
         return ObjectInfo(key=key, size=len(data), etag=r["ETag"].strip('"'), metadata=metadata, sha256_b64=r.get("ChecksumSHA256"))
 
-    def put_file(self, bucket: str, key: str, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> ObjectInfo:
+    def put_file(self, bucket: str, key: str, path: str | os.PathLike, *, metadata: dict[str, str] | None = None,
+                 content_type: str | None = None) -> ObjectInfo:
         """Upload a file (multipart above boto3's threshold)."""
+        args = self._put_args(metadata)
+        if content_type:
+            args["ContentType"] = content_type
         with self._errors(f"upload {path} to s3://{bucket}/{key}"):
-            self.client.upload_file(str(path), bucket, key, ExtraArgs=self._put_args(metadata))
+            self.client.upload_file(str(path), bucket, key, ExtraArgs=args)
         info = self.head(bucket, key)
         if info is None:
             raise StoreError(f"upload {path} to s3://{bucket}/{key}: the object is missing after the upload", transient=True)

@@ -15,7 +15,8 @@ from typing import Any
 
 from lepton_core.errors import UsageError
 from lepton_core.spec import LoadedSpec, is_s3
-from lepton_core.validation.manifest import class_counts, image_manifest, read_table
+from lepton_core.validation.manifest import class_counts, read_table, scan_images
+from lepton_core.validation.profile import image_profile, table_profile
 from lepton_core.validation.suites import image_expectations, table_expectations
 
 MAX_EXAMPLES = 10
@@ -41,6 +42,8 @@ class GateResult:
     rows: dict[str, int]
     checks: tuple[CheckResult, ...]
     seconds: float
+    profile: dict[str, Any] | None = None  # the data's distribution (see ``profile``), when the gate read it
+    docs: str | None = None  # the Data Docs page of this gate, when they were written
 
     @property
     def success(self) -> bool:
@@ -74,14 +77,22 @@ def describe(config: Any) -> str:
     return f"{config.type}(column={column})" if column else config.type
 
 
-def run_suites(name: str, tables: dict[str, Any], expectations: dict[str, list[Any]], labels: dict[str, Any]) -> list[CheckResult]:
+def run_suites(name: str, tables: dict[str, Any], expectations: dict[str, list[Any]], labels: dict[str, Any],
+               docs_dir: Path | None = None) -> list[CheckResult]:
     """Validate each DataFrame in ``tables`` against its expectations; ``labels[table]`` turns a row
-    index into an example (a path, a class, a row number)."""
+    index into an example (a path, a class, a row number). With ``docs_dir``, GX's Data Docs for
+    these suites and results are written there (``index.html``)."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_dir is not None:
+        ctx.add_data_docs_site(site_name="lepton", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
     source = ctx.data_sources.add_pandas(name)
     results: list[CheckResult] = []
     for table, frame in tables.items():
@@ -100,18 +111,27 @@ def run_suites(name: str, tables: dict[str, Any], expectations: dict[str, list[A
             if not r.success and not examples and "observed_value" in info:
                 examples = (f"observed {info['observed_value']}",)
             results.append(CheckResult(table, what, bool(r.success), int(info.get("unexpected_count") or 0), examples))
+    if docs_dir is not None:
+        ctx.build_data_docs(site_names=["lepton"])
     return results
 
 
-def validate_local(loaded: LoadedSpec, name: str, side: str = "source") -> GateResult:
-    """Check a dataset on local disk against its spec; raises ValidationFailed when it does not pass."""
+def _index(docs_dir: Path | None) -> str | None:
+    return str(Path(docs_dir) / "index.html") if docs_dir is not None else None
+
+
+def validate_local(loaded: LoadedSpec, name: str, side: str = "source", docs_dir: Path | None = None) -> GateResult:
+    """Check a dataset on local disk against its spec; raises ValidationFailed when it does not pass.
+    With ``docs_dir``, the gate's Data Docs are written there."""
     t0 = time.perf_counter()
     dataset = loaded.spec.dataset(name)
     if is_s3(dataset.location):
         raise UsageError(f"dataset {name!r} is at {dataset.location}; a {side} gate checks local data")
     root = Path(loaded.resolve(dataset.location))
     if dataset.kind == "images":
-        images = image_manifest(root, dataset)
+        scan = scan_images(root, dataset)
+        images = scan.manifest
+        profile = image_profile(images, scan.histograms)
         classes = class_counts(root, dataset, images)
         tables = {"images": images, "classes": classes}
         labels = {"images": lambda i: images["path"].iat[i],
@@ -119,12 +139,13 @@ def validate_local(loaded: LoadedSpec, name: str, side: str = "source") -> GateR
         expectations = image_expectations(dataset)
     else:
         frame = read_table(root)
+        profile = table_profile(frame)
         tables = {"table": frame}
         labels = {"table": lambda i: f"row {i}"}
         expectations = table_expectations(dataset)
-    checks = run_suites(f"{side}-{name}", tables, expectations, labels)
+    checks = run_suites(f"{side}-{name}", tables, expectations, labels, docs_dir)
     result = GateResult(dataset=name, side=side, rows={k: len(v) for k, v in tables.items()}, checks=tuple(checks),
-                        seconds=time.perf_counter() - t0)
+                        seconds=time.perf_counter() - t0, profile=profile, docs=_index(docs_dir))
     if not result.success:
         raise ValidationFailed(result)
     return result

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from lepton_core.data.inventory import inventory
@@ -17,24 +19,37 @@ from lepton_core.spec.models import DatasetSpec
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
-def _describe(path: Path) -> dict:
+def _describe(path: Path) -> tuple[dict, np.ndarray | None]:
+    """One file's manifest row, and its 256-bin greyscale histogram when it decodes."""
     from PIL import Image
 
     data = path.read_bytes()
     row = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "decodes": False,
            "width": -1, "height": -1, "mode": "", "error": ""}
+    hist = None
     try:
         with Image.open(BytesIO(data)) as img:
             img.load()  # decode every pixel: a truncated file fails here, not at open
             row.update(decodes=True, width=img.width, height=img.height, mode=img.mode)
+            grey = img if img.mode == "L" else img.convert("L")
+            hist = np.asarray(grey.histogram(), dtype=np.int64)
     except Exception as exc:  # PIL raises many types for bad files; each is a failed decode
         row["error"] = f"{type(exc).__name__}: {exc}"[:200]
-    return row
+    return row, hist
 
 
-def image_manifest(root: str | Path, dataset: DatasetSpec, threads: int = 4) -> pd.DataFrame:
-    """One row per file under ``root``: path, split, class, bytes, sha256, decodes, width, height,
-    mode, error, and ``classes_with_same_hash`` (how many classes hold an image with these bytes)."""
+@dataclass(frozen=True)
+class ImageScan:
+    """What one pass over an image folder learns: the manifest and each class's pixel histogram."""
+
+    manifest: pd.DataFrame
+    histograms: dict[str, np.ndarray]
+
+
+def scan_images(root: str | Path, dataset: DatasetSpec, threads: int = 4) -> ImageScan:
+    """Read and decode every file under ``root`` once. The manifest has one row per file: path,
+    split, class, bytes, sha256, decodes, width, height, mode, error, and ``classes_with_same_hash``
+    (how many classes hold an image with these bytes)."""
     root = Path(root)
     files = inventory(root)
     rows = []
@@ -44,12 +59,17 @@ def image_manifest(root: str | Path, dataset: DatasetSpec, threads: int = 4) -> 
         split = parts[0] if dataset.splits else ""
         cls = parts[depth - 1] if len(parts) > depth else ""  # a file outside any class folder: class ""
         rows.append({"path": f.rel, "split": split, "class": cls, "suffix": Path(f.rel).suffix.lower()})
+    histograms: dict[str, np.ndarray] = {}
+    described = []
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        described = list(pool.map(_describe, (f.path for f in files)))
+        for row, (info, hist) in zip(rows, pool.map(_describe, (f.path for f in files)), strict=True):
+            described.append(info)
+            if hist is not None:
+                histograms[row["class"]] = histograms.get(row["class"], 0) + hist
     table = pd.DataFrame([{**r, **d} for r, d in zip(rows, described, strict=True)],
                          columns=["path", "split", "class", "suffix", "bytes", "sha256", "decodes", "width", "height", "mode", "error"])
     table["classes_with_same_hash"] = table.groupby("sha256")["class"].transform("nunique").astype("int64")
-    return table
+    return ImageScan(table, histograms)
 
 
 def class_counts(root: str | Path, dataset: DatasetSpec, manifest: pd.DataFrame) -> pd.DataFrame:

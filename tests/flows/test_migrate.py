@@ -23,7 +23,7 @@ def task_runs(flow_run_id) -> dict[str, object]:
     """Task runs by name, without the numeric suffix Prefect adds to default names."""
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
-    return {r.name if r.name.startswith(("migrate-", "validate-")) else r.name.rsplit("-", 1)[0]: r for r in runs}
+    return {r.name if r.name.startswith(("migrate-", "validate-", "drift-")) else r.name.rsplit("-", 1)[0]: r for r in runs}
 
 
 def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_home: Path) -> None:
@@ -49,13 +49,29 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     progress = [a for a in artifacts if a.type == "progress"]
     assert len(progress) == 3 and all(a.data == 100.0 for a in progress)
     assert "| source validation | ok | 3 datasets passed" in text
-    assert "| target validation | ok | 3 datasets passed (18 expectations) |" in text
+    assert "| target validation | ok | 3 datasets passed (19 expectations) |" in text
     gates = sorted(a.key for a in artifacts if a.key and a.key.startswith("validation-"))
     assert gates == [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
     assert set(task_runs(flow_run_id)) == {"check-spec", "reach-object-store", "write-run-report", "migrate-digits-onprem",
                                            "migrate-digits-cloud", "migrate-request-log", "validate-source-digits-onprem",
                                            "validate-source-digits-cloud", "validate-source-request-log",
-                                           "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log"}
+                                           "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log",
+                                           "drift-digits-cloud-vs-digits-onprem", "publish-data-docs"}
+    # profiles and Data Docs are in the run's folder; the Data Docs also next to the data; drift is reported
+    run = report.parent
+    assert sorted(p.name for p in (run / "profiles").iterdir()) == ["digits-cloud.json", "digits-onprem.json", "request-log.json"]
+    assert json.loads((run / "profiles/digits-onprem.json").read_text())["classes"]["3"]["images"] == 183
+    docs = sorted(p.name for p in (run / "data-docs").iterdir())
+    assert docs == [f"{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
+    assert all((run / "data-docs" / d / "index.html").is_file() for d in docs)
+    uploaded = {o.key for o in store.list("lepton-demo", f"flow-test/data-docs/{run.name}/")}
+    assert {f"flow-test/data-docs/{run.name}/{d}/index.html" for d in docs} <= uploaded
+    assert f"uploaded to s3://lepton-demo/flow-test/data-docs/{run.name}/" in text
+    assert "| drift | ok | 1 comparisons; largest distance 0." in text
+    drift = next(a for a in artifacts if a.key == "drift-digits-cloud")
+    assert drift.data.startswith("# Drift of `digits-cloud` from `digits-onprem`: reported (no limit set)")
+    source_gate = next(a for a in artifacts if a.key == "validation-source-digits-onprem")
+    assert f"Data Docs: [{run / 'data-docs/source-digits-onprem/index.html'}]" in source_gate.data
     # the copies are complete: each dataset has its manifest, and a second run sends nothing
     from lepton_core.data.engine import read_manifest
 
@@ -139,9 +155,12 @@ def test_validate_flow_checks_every_copy_and_fails_on_a_bad_one(demo_full: Path,
     from flows.validate import validate
 
     assert migrate(spec=SpecRef(path=str(demo_full)), return_state=True).is_completed()
-    assert validate(spec=SpecRef(path=str(demo_full)), side="target") == [
-        "digits-onprem: 6 target expectations passed", "digits-cloud: 6 target expectations passed",
-        "request-log: 6 target expectations passed"]
+    lines = validate(spec=SpecRef(path=str(demo_full)), side="target")
+    assert lines[:3] == ["digits-onprem: 6 target expectations passed", "digits-cloud: 6 target expectations passed",
+                         "request-log: 7 target expectations passed"]
+    assert lines[3].startswith("Data Docs: s3://lepton-demo/digits-demo/data-docs/") and len(lines) == 4
+    source = validate(spec=SpecRef(path=str(demo_full)), side="source")
+    assert source[3].startswith("digits-cloud vs digits-onprem: mean distance 0.") and source[4].startswith("Data Docs: /")
     store = ObjectStore(EmbeddedStore(store_dir(flow_home)).settings())
     store.delete("lepton-demo", next(o.key for o in store.list("lepton-demo", "digits-demo/datasets/digits-cloud/train/")))
     state = validate(spec=SpecRef(path=str(demo_full)), side="target", return_state=True)

@@ -13,7 +13,9 @@ from lepton_core.spec import load_spec
 from lepton_core.state import store_dir
 from lepton_core.store import EmbeddedStore, ObjectStore
 from lepton_core.validation.gate import ValidationFailed
-from lepton_core.validation.parity import validate_target
+from lepton_core.validation.outputs import docs_dir, upload_docs
+from lepton_core.validation.parity import column_stats_table, validate_target
+from lepton_core.validation.profile import table_profile
 
 
 @pytest.fixture
@@ -83,10 +85,36 @@ def test_cli_validate_target(copied, demo_data: Path) -> None:
     loaded, _, store = copied  # the state_root fixture points LEPTON_HOME at this copy's server
     runner = CliRunner()
     ok = runner.invoke(app, ["validate", str(demo_data), "--side", "target", "--dataset", "request-log"])
-    assert ok.exit_code == 0 and ok.stdout.startswith("request-log: 6 expectations passed on 1 copy rows")
+    assert ok.exit_code == 0 and ok.stdout.startswith("request-log: 7 expectations passed on 1 copy rows, 32 columns rows")
     key = "digits-demo/datasets/request-log/request-log.parquet"
     store.client.put_object(Bucket="lepton-demo", Key=key, Body=b"not the table")
     bad = runner.invoke(app, ["validate", str(demo_data), "--side", "target", "--dataset", "request-log"])
     assert bad.exit_code == 2
     assert bad.stderr == ("error: target validation of dataset 'request-log' failed: expect_column_values_to_be_in_set"
                           "(column=size_as_verified) on copy: 1 unexpected; e.g. request-log.parquet (and 1 more failed expectations)\n")
+
+
+def test_a_table_copy_is_read_back_and_its_column_statistics_compared(copied, tmp_path: Path) -> None:
+    loaded, root, _ = copied
+    result = validate_target(loaded, "request-log", root, docs_dir(tmp_path, "target", "request-log"))
+    assert result.success and result.rows == {"copy": 1, "columns": 32}  # rows, 6 numeric columns x 5 statistics, the nulls of client
+    assert [c.table for c in result.checks].count("columns") == 1
+    assert result.profile["rows"] == 5000 and result.profile["columns"]["client"]["unique"] == 4
+    uri = upload_docs(loaded, root, tmp_path, "run-1")
+    assert uri == "s3://lepton-demo/digits-demo/data-docs/run-1/"
+    _, _, store = copied
+    index = store.client.head_object(Bucket="lepton-demo", Key="digits-demo/data-docs/run-1/target-request-log/index.html")
+    assert index["ContentType"] == "text/html"
+    assert upload_docs(loaded, root, tmp_path / "nothing-here", "run-2") is None
+
+
+def test_column_statistics_that_differ_are_named() -> None:
+    import pandas as pd
+
+    source = pd.DataFrame({"a": [1.0, 2.0, 3.0], "b": ["x", "y", "z"]})
+    copy = pd.DataFrame({"a": [1.0, 2.0, 3.5], "b": ["x", "y", None]})
+    stats = column_stats_table(table_profile(source), table_profile(copy))
+    differ = stats.loc[~stats["within_tolerance"], ["column", "statistic"]].values.tolist()
+    assert differ == [["a", "mean"], ["a", "std"], ["a", "max"], ["b", "nulls"]]
+    same = column_stats_table(table_profile(source), table_profile(source.copy()))
+    assert bool(same["within_tolerance"].all())
