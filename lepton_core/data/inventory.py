@@ -40,6 +40,7 @@ def inventory(location: str | os.PathLike) -> list[SourceFile]:
         return [SourceFile(root.name, root, st.st_size, st.st_mtime_ns, st.st_ino)]
     files: list[SourceFile] = []
     stack = [root]
+    cut = len(os.path.join(str(root), ""))  # scandir paths start with the root and a separator
     while stack:
         folder = stack.pop()
         try:
@@ -53,9 +54,10 @@ def inventory(location: str | os.PathLike) -> list[SourceFile]:
             if stat.S_ISDIR(st.st_mode):
                 stack.append(Path(entry.path))
             elif stat.S_ISREG(st.st_mode):
-                path = Path(entry.path)
-                _check_readable(path)
-                files.append(SourceFile(path.relative_to(root).as_posix(), path, st.st_size, st.st_mtime_ns, st.st_ino))
+                if not os.access(entry.path, os.R_OK):
+                    raise UsageError(f"{entry.path}: file is not readable")
+                rel = entry.path[cut:].replace(os.sep, "/")
+                files.append(SourceFile(rel, Path(entry.path), st.st_size, st.st_mtime_ns, st.st_ino))
     files.sort(key=lambda f: f.rel)
     return files
 

@@ -3,10 +3,8 @@ row per (split, class) with its count, and a table dataset read as a DataFrame."
 
 from __future__ import annotations
 
-import hashlib
-from concurrent.futures import ThreadPoolExecutor
+import os
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +13,9 @@ import pandas as pd
 from lepton_core.data.inventory import inventory
 from lepton_core.errors import UsageError
 from lepton_core.spec.models import DatasetSpec
+from lepton_core.validation.decode import describe_parallel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-
-
-def _describe(path: Path) -> tuple[dict, np.ndarray | None]:
-    """One file's manifest row, and its 256-bin greyscale histogram when it decodes."""
-    from PIL import Image
-
-    data = path.read_bytes()
-    row = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "decodes": False,
-           "width": -1, "height": -1, "mode": "", "error": ""}
-    hist = None
-    try:
-        with Image.open(BytesIO(data)) as img:
-            img.load()  # decode every pixel: a truncated file fails here, not at open
-            row.update(decodes=True, width=img.width, height=img.height, mode=img.mode)
-            grey = img if img.mode == "L" else img.convert("L")
-            hist = np.asarray(grey.histogram(), dtype=np.int64)
-    except Exception as exc:  # PIL raises many types for bad files; each is a failed decode
-        row["error"] = f"{type(exc).__name__}: {exc}"[:200]
-    return row, hist
 
 
 @dataclass(frozen=True)
@@ -46,7 +26,7 @@ class ImageScan:
     histograms: dict[str, np.ndarray]
 
 
-def scan_images(root: str | Path, dataset: DatasetSpec, threads: int = 4) -> ImageScan:
+def scan_images(root: str | Path, dataset: DatasetSpec) -> ImageScan:
     """Read and decode every file under ``root`` once. The manifest has one row per file: path,
     split, class, bytes, sha256, decodes, width, height, mode, error, and ``classes_with_same_hash``
     (how many classes hold an image with these bytes)."""
@@ -58,14 +38,8 @@ def scan_images(root: str | Path, dataset: DatasetSpec, threads: int = 4) -> Ima
         parts = f.rel.split("/")
         split = parts[0] if dataset.splits else ""
         cls = parts[depth - 1] if len(parts) > depth else ""  # a file outside any class folder: class ""
-        rows.append({"path": f.rel, "split": split, "class": cls, "suffix": Path(f.rel).suffix.lower()})
-    histograms: dict[str, np.ndarray] = {}
-    described = []
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for row, (info, hist) in zip(rows, pool.map(_describe, (f.path for f in files)), strict=True):
-            described.append(info)
-            if hist is not None:
-                histograms[row["class"]] = histograms.get(row["class"], 0) + hist
+        rows.append({"path": f.rel, "split": split, "class": cls, "suffix": os.path.splitext(f.rel)[1].lower()})
+    described, histograms = describe_parallel([(str(f.path), row["class"]) for f, row in zip(files, rows, strict=True)])
     table = pd.DataFrame([{**r, **d} for r, d in zip(rows, described, strict=True)],
                          columns=["path", "split", "class", "suffix", "bytes", "sha256", "decodes", "width", "height", "mode", "error"])
     table["classes_with_same_hash"] = table.groupby("sha256")["class"].transform("nunique").astype("int64")

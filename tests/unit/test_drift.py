@@ -150,3 +150,20 @@ def test_a_gate_writes_data_docs_and_links_them(demo_data: Path, tmp_path: Path)
     pages = list((tmp_path / "docs/validations").rglob("*.html"))
     assert len(pages) == 1 and "request_id" in pages[0].read_text()
     assert f"Data Docs: [{index}]({index.as_uri()})" in gate_markdown(result)
+
+
+def test_worker_processes_describe_exactly_what_this_process_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lepton_core.validation import decode
+
+    write_images(tmp_path / "imgs", {"a": [0, 60, 120], "b": [180, 240]})
+    Image.fromarray(np.full((4, 4), 99, dtype=np.uint8)).save(tmp_path / "imgs/b/really-a.jpg.png", format="JPEG")
+    (tmp_path / "imgs/a/broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    items = [(str(p), p.parent.name) for p in sorted((tmp_path / "imgs").rglob("*.png"))]
+    here = decode.describe_all(items)
+    monkeypatch.setattr(decode, "PROCESS_MIN_FILES", 0)
+    rows, histograms = decode.describe_parallel(items, workers=2)
+    assert rows == here[0] and histograms.keys() == here[1].keys()
+    assert all((histograms[k] == here[1][k]).all() for k in histograms)
+    by_name = {Path(p).name: r for (p, _), r in zip(items, rows, strict=True)}
+    assert by_name["really-a.jpg.png"]["decodes"] and by_name["really-a.jpg.png"]["mode"] == "L"  # found by content
+    assert not by_name["broken.png"]["decodes"] and by_name["broken.png"]["error"]

@@ -104,6 +104,16 @@ def test_wrong_column_type(demo_copy: Path) -> None:
     assert "table:expect_column_values_to_be_in_type_list(column=latency_ms)" in failed(err)
 
 
+def test_time_zone_aware_times_are_times(demo_copy: Path) -> None:
+    def change(f: pd.DataFrame) -> None:
+        f["timestamp"] = f["timestamp"].dt.tz_localize("Europe/Paris", ambiguous="NaT", nonexistent="NaT").fillna(pd.Timestamp("2026-10-01", tz="Europe/Paris"))
+
+    edit_table(demo_copy, change)
+    assert validate_local(load_spec(demo_copy / "spec.yaml"), "request-log").success
+    edit_table(demo_copy, lambda f: f.__setitem__("timestamp", f["timestamp"].astype(str)))
+    assert "table:expect_column_values_to_be_in_type_list(column=timestamp)" in failed(fails(demo_copy, "request-log"))
+
+
 def test_nulls(demo_copy: Path) -> None:
     def change(f: pd.DataFrame) -> None:
         f["confidence"] = f["confidence"].astype("float64")
