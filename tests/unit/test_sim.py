@@ -1,0 +1,147 @@
+"""The cloud-migration simulator: gymnasium's checker, determinism, masks, and a cost worked by hand."""
+
+from __future__ import annotations
+
+import warnings
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from lepton_core.sim.env import CLOUD, CloudMigrationEnv, water_fill
+from lepton_core.sim.scenario import Scenario, from_spec, generate
+
+
+def hand_scenario() -> Scenario:
+    """db <- api <- web (api calls db, web calls api) on two instance types over a steady 450 GB/h link."""
+    return Scenario(
+        names=("db", "api", "web"),
+        cpu=np.array([2.0, 4.0, 1.0]), memory_gb=np.array([8.0, 16.0, 2.0]), gpu=np.zeros(3),
+        data_gb=np.array([900.0, 0.0, 450.0]), traffic_rps=np.array([0.0, 1000.0, 2000.0]),
+        onprem_cost=np.array([1.0, 2.0, 0.5]),
+        depends=np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], dtype=bool),
+        instance_names=("A", "B"), instance_vcpu=np.array([2.0, 8.0]), instance_memory_gb=np.array([8.0, 32.0]),
+        instance_gpu=np.zeros(2), instance_price=np.array([0.10, 0.40]),
+        link_gbps=1.0, link_efficiency=1.0, link_price=0.30, bandwidth_factor=np.ones(48),
+        horizon=48, pinned=np.full(3, -1),
+    )
+
+
+def test_gymnasium_check_env_passes_without_warnings() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(CloudMigrationEnv(), skip_render_check=True)
+        check_env(gym.make("lepton/CloudMigration-v0").unwrapped, skip_render_check=True)
+
+
+def rollout(env: CloudMigrationEnv, seed: int, policy_seed: int, steps: int = 400) -> list:
+    obs, info = env.reset(seed=seed)
+    rng = np.random.default_rng(policy_seed)
+    trace = []
+    for _ in range(steps):
+        valid = np.flatnonzero(info["action_mask"])
+        action = int(rng.choice(valid)) if rng.random() < 0.4 else 0
+        obs, reward, terminated, truncated, info = env.step(action)
+        trace.append((action, reward, obs["workloads"].tobytes(), obs["globals"].tobytes(), terminated, truncated))
+        if terminated or truncated:
+            break
+    return trace
+
+
+def test_same_seed_same_episode_and_another_seed_another() -> None:
+    a, b = CloudMigrationEnv(), CloudMigrationEnv()
+    assert rollout(a, 11, 5) == rollout(b, 11, 5)
+    assert a.scenario.names == b.scenario.names and (a.scenario.bandwidth_factor == b.scenario.bandwidth_factor).all()
+    c = CloudMigrationEnv()
+    c.reset(seed=12)
+    assert c.scenario.n != a.scenario.n or not np.array_equal(c.scenario.data_gb, a.scenario.data_gb)
+
+
+def test_masks_only_allow_what_the_rules_allow() -> None:
+    env = CloudMigrationEnv(strict=True)
+    for seed in range(5):
+        _, info = env.reset(seed=seed)
+        s = env.scenario
+        fits = s.fits()
+        rng = np.random.default_rng(seed)
+        done = False
+        while not done:
+            mask = info["action_mask"]
+            assert mask[0] == 1
+            for action in np.flatnonzero(mask[1:]) + 1:
+                i, k = env.decode(action)
+                assert i < s.n and env.phase[i] == 0 and fits[i, k]
+                assert all(env.phase[j] >= 1 for j in np.flatnonzero(s.depends[i]))
+            assert not mask[1 + s.n * env.n_types:].any()  # padding slots
+            valid = np.flatnonzero(mask)
+            _, _, term, trunc, info = env.step(int(rng.choice(valid)))  # strict: a valid action never raises
+            done = term or trunc
+
+
+def test_an_invalid_action_is_refused_clearly() -> None:
+    env = CloudMigrationEnv(hand_scenario())
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(1 + 1 * 2 + 1)  # api on B before db has started
+    assert info["refused"] == "action 4 is not valid at hour 0: workload 'api' depends on db, not started yet"
+    assert (env.phase == 0).all() and env.hour == 1
+    strict = CloudMigrationEnv(hand_scenario(), strict=True)
+    strict.reset(seed=0)
+    with pytest.raises(ValueError, match=r"^action 3 is not valid at hour 0: workload 'api' depends on db, not started yet; "
+                                         r"A does not fit workload 'api' \(4 vCPU, 16 GB, 0 GPU\)$"):
+        strict.step(1 + 1 * 2 + 0)
+    strict.step(1)
+    with pytest.raises(ValueError, match="workload 'db' has already started"):
+        strict.step(2)
+    with pytest.raises(ValueError, match="there is no workload 5"):
+        strict.step(1 + 5 * 2)
+
+
+def test_three_workloads_cost_as_computed_by_hand() -> None:
+    env = CloudMigrationEnv(hand_scenario(), strict=True)
+    env.reset(seed=0)
+    plan = [1, 0, 4, 5, 0]  # db on A at hour 0; api on B at 2; web on A at 3; then wait
+    hours = []
+    for action in plan:
+        _, reward, terminated, truncated, info = env.step(action)
+        hours.append(info["cost"])
+        assert reward == pytest.approx(-sum(info["cost"].values()) / 100)
+    # hour 0 and 1: all three on-prem ($3.50) and the link ($0.30) while db's 900 GB cross at 450 GB/h
+    assert sum(hours[0].values()) == pytest.approx(3.80) and sum(hours[1].values()) == pytest.approx(3.80)
+    # hour 2: db in cutover (on-prem and A), api's empty transfer holds the link
+    assert hours[2] == pytest.approx({"onprem": 3.5, "cloud": 0.10, "link": 0.30, "downtime": 0.0, "cross_site": 0.0, "transfer": 0.0})
+    # hour 3: db in the cloud, api cuts over (5 min x 1 krps x $20), and calls db across the link ($2/krps-h)
+    assert hours[3] == pytest.approx({"onprem": 2.5, "cloud": 0.50, "link": 0.30, "downtime": 100.0, "cross_site": 2.0, "transfer": 0.0})
+    # hour 4: web cuts over (5 min x 2 krps x $20) and calls api, now in the cloud, across the link
+    assert hours[4] == pytest.approx({"onprem": 0.5, "cloud": 0.60, "link": 0.0, "downtime": 200.0, "cross_site": 4.0, "transfer": 0.0})
+    assert terminated and not truncated and (env.phase == CLOUD).all()
+    assert info["total_cost"] == pytest.approx(321.90)
+
+
+def test_transfers_share_the_link_fairly() -> None:
+    assert water_fill(np.array([100.0, 500.0, 1000.0]), 900.0) == pytest.approx([100.0, 400.0, 400.0])
+    assert water_fill(np.array([50.0, 60.0]), 900.0) == pytest.approx([50.0, 60.0])
+
+
+def test_the_horizon_truncates() -> None:
+    env = CloudMigrationEnv(hand_scenario())
+    env.reset(seed=0)
+    for hour in range(48):
+        _, _, terminated, truncated, _ = env.step(0)
+        assert not terminated and truncated == (hour == 47)
+
+
+def test_scenarios_from_the_demo_spec_and_the_generator(demo_data) -> None:
+    from lepton_core.spec import load_spec
+
+    s = from_spec(load_spec(demo_data))
+    assert s.n == 12 and s.k == 14 and s.link_gbps == 1.0 and s.depends.sum() > 0
+    assert s.fits().any(axis=1).all()  # every demo service fits some instance type
+    g = generate(np.random.default_rng(3), 9)
+    assert g.n == 9 and not np.triu(g.depends).any()  # dependencies only on earlier workloads: a DAG
+    assert (g.onprem_cost > 0).all() and (0.05 <= g.bandwidth_factor).all() and (g.bandwidth_factor <= 1).all()
+    env = CloudMigrationEnv(s, max_workloads=16)
+    obs, info = env.reset(seed=0)
+    assert obs["workload_mask"].sum() == 12 and info["action_mask"].sum() > 1
+    with pytest.raises(ValueError, match="the scenario has 12 workloads; this env holds at most 8"):
+        CloudMigrationEnv(s, max_workloads=8)
