@@ -165,6 +165,30 @@ def validate(
     typer.echo(f"Data Docs: {run_dir / 'data-docs'}")
 
 
+class Method(str, enum.Enum):
+    lift_shift = "lift-shift"
+    waves = "waves"
+    greedy = "greedy"
+
+
+@app.command()
+@guarded
+def plan(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
+    method: Annotated[Method, typer.Option(help="How to plan: a yardstick heuristic.")] = Method.greedy,
+    link: Annotated[Optional[str], typer.Option(help="The catalogue's network link to move data over (its first by default).")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the link's hour-by-hour bandwidth.")] = 0,
+) -> None:
+    """Plan the migration of the spec's services in the simulator and print the plan and its cost."""
+    from lepton_core.sim.plan import plan_lines, yardstick
+    from lepton_core.sim.scenario import from_spec
+    from lepton_core.spec import load_spec
+
+    scenario = from_spec(load_spec(spec), link=link, seed=seed)
+    for line in plan_lines(yardstick(scenario, method.value), scenario):
+        typer.echo(line)
+
+
 class _BarProgress:
     """A terminal progress bar for one dataset copy: files, bytes, rate and time left."""
 

@@ -71,8 +71,10 @@ class CloudMigrationEnv(gym.Env):
     link's port price in any hour with a transfer, the price per GB moved, and SLA penalties: a
     workload whose dependency is on the other side of the link pays ``cross_site_cost_per_krps_hour``
     per 1,000 requests/s it serves, and a cutover pays ``downtime_cost_per_krps_minute`` per minute
-    down per 1,000 requests/s. ``info["cost"]`` has the hour's breakdown in dollars and
-    ``info["total_cost"]`` the episode's so far.
+    down per 1,000 requests/s. The step that moves the last workload to the cloud also pays its
+    cloud instances for the rest of the horizon (``cloud_after``), so every episode costs the same
+    span of time and finishing early cannot hide oversized instances. ``info["cost"]`` has the
+    hour's breakdown in dollars and ``info["total_cost"]`` the episode's so far.
 
     ## Starting State
 
@@ -186,12 +188,15 @@ class CloudMigrationEnv(gym.Env):
         self.phase[done_moving] = CUTOVER
         self.cutover_left[done_moving] = s.cutover_hours
 
-        hour_cost = sum(cost.values())
-        self.total_cost += hour_cost
         self.hour += 1
-        self._last_gb = s.link_gb_per_hour(self.hour)
         terminated = bool((self.phase == CLOUD).all())
         truncated = not terminated and self.hour >= s.horizon
+        # every episode is charged over the same horizon: a plan that finishes early still pays its
+        # cloud instances to the end, so a cheap finish is not bought with oversized instances
+        cost["cloud_after"] = float(s.instance_price[self.instance].sum() * max(0, s.horizon - self.hour)) if terminated else 0.0
+        hour_cost = sum(cost.values())
+        self.total_cost += hour_cost
+        self._last_gb = s.link_gb_per_hour(self.hour)
         info = self._info(cost)
         if refused:
             info["refused"] = refused

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lepton_core.errors import UsageError
 from lepton_core.spec import LoadedSpec
 
 GB_PER_HOUR_PER_GBPS = 450.0  # 1 Gbit/s = 0.125 GB/s = 450 GB/h
@@ -87,12 +88,12 @@ def from_spec(loaded: LoadedSpec, link: str | None = None, seed: int = 0, horizo
     spec, cat = loaded.spec, loaded.catalogue
     services = spec.services
     if not services:
-        raise ValueError(f"{loaded.path}: the spec has no services to plan")
+        raise UsageError(f"{loaded.path}: the spec has no services to plan")
     if not cat.links:
-        raise ValueError(f"catalogue {cat.provider} {cat.region}: no network link to move data over")
+        raise UsageError(f"catalogue {cat.provider} {cat.region}: no network link to move data over")
     chosen = next((lk for lk in cat.links if lk.name == link), None) if link else cat.links[0]
     if chosen is None:
-        raise ValueError(f"catalogue {cat.provider} {cat.region}: no link {link!r} (known: {', '.join(lk.name for lk in cat.links)})")
+        raise UsageError(f"catalogue {cat.provider} {cat.region}: no link {link!r} (known: {', '.join(lk.name for lk in cat.links)})")
     index = {s.name: i for i, s in enumerate(services)}
     depends = np.zeros((len(services), len(services)), dtype=bool)
     for i, s in enumerate(services):

@@ -109,13 +109,17 @@ def test_three_workloads_cost_as_computed_by_hand() -> None:
     # hour 0 and 1: all three on-prem ($3.50) and the link ($0.30) while db's 900 GB cross at 450 GB/h
     assert sum(hours[0].values()) == pytest.approx(3.80) and sum(hours[1].values()) == pytest.approx(3.80)
     # hour 2: db in cutover (on-prem and A), api's empty transfer holds the link
-    assert hours[2] == pytest.approx({"onprem": 3.5, "cloud": 0.10, "link": 0.30, "downtime": 0.0, "cross_site": 0.0, "transfer": 0.0})
+    assert hours[2] == pytest.approx({"onprem": 3.5, "cloud": 0.10, "link": 0.30, "downtime": 0.0, "cross_site": 0.0, "transfer": 0.0,
+                                      "cloud_after": 0.0})
     # hour 3: db in the cloud, api cuts over (5 min x 1 krps x $20), and calls db across the link ($2/krps-h)
-    assert hours[3] == pytest.approx({"onprem": 2.5, "cloud": 0.50, "link": 0.30, "downtime": 100.0, "cross_site": 2.0, "transfer": 0.0})
-    # hour 4: web cuts over (5 min x 2 krps x $20) and calls api, now in the cloud, across the link
-    assert hours[4] == pytest.approx({"onprem": 0.5, "cloud": 0.60, "link": 0.0, "downtime": 200.0, "cross_site": 4.0, "transfer": 0.0})
+    assert hours[3] == pytest.approx({"onprem": 2.5, "cloud": 0.50, "link": 0.30, "downtime": 100.0, "cross_site": 2.0, "transfer": 0.0,
+                                      "cloud_after": 0.0})
+    # hour 4: web cuts over (5 min x 2 krps x $20) and calls api, now in the cloud, across the link;
+    # all three are in the cloud after it, and pay A + B + A for the 43 hours left of the 48
+    assert hours[4] == pytest.approx({"onprem": 0.5, "cloud": 0.60, "link": 0.0, "downtime": 200.0, "cross_site": 4.0, "transfer": 0.0,
+                                      "cloud_after": 43 * 0.60})
     assert terminated and not truncated and (env.phase == CLOUD).all()
-    assert info["total_cost"] == pytest.approx(321.90)
+    assert info["total_cost"] == pytest.approx(321.90 + 25.80)
 
 
 def test_transfers_share_the_link_fairly() -> None:
@@ -145,3 +149,57 @@ def test_scenarios_from_the_demo_spec_and_the_generator(demo_data) -> None:
     assert obs["workload_mask"].sum() == 12 and info["action_mask"].sum() > 1
     with pytest.raises(ValueError, match="the scenario has 12 workloads; this env holds at most 8"):
         CloudMigrationEnv(s, max_workloads=8)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_yardstick_plan_replays_to_its_reported_cost(seed: int) -> None:
+    from lepton_core.sim.plan import METHODS, replay, yardstick
+
+    s = generate(np.random.default_rng(seed), 10)
+    for method in METHODS:
+        plan = yardstick(s, method)
+        assert plan.outcome.finish_hour is not None and len(plan.steps) == s.n
+        again = replay(s, plan)
+        assert again.total_cost == pytest.approx(plan.outcome.total_cost) and again.finish_hour == plan.outcome.finish_hour
+        assert sum(again.breakdown.values()) == pytest.approx(again.total_cost)
+
+
+def test_yardsticks_follow_their_rules() -> None:
+    from lepton_core.sim.plan import _levels, yardstick
+
+    s = generate(np.random.default_rng(4), 12)
+    fits = s.fits()
+    cheapest = {s.names[i]: s.instance_names[int(np.where(fits[i], s.instance_price, np.inf).argmin())] for i in range(s.n)}
+    greedy, waves, lift = (yardstick(s, m) for m in ("greedy", "waves", "lift-shift"))
+    assert all(st.instance_type == cheapest[st.workload] for st in greedy.steps + waves.steps)  # right-sized
+    assert [st.start_hour for st in lift.steps] == list(range(s.n))  # everything, as early as allowed
+    level = dict(zip(s.names, _levels(s), strict=True))
+    assert [level[st.workload] for st in waves.steps] == sorted(level[st.workload] for st in waves.steps)
+
+
+def test_replay_refuses_a_plan_it_cannot_follow() -> None:
+    from lepton_core.sim.plan import PlanStep, replay
+
+    s = hand_scenario()
+    with pytest.raises(ValueError, match="two steps start at hour 0"):
+        replay(s, (PlanStep("db", "A", 0), PlanStep("api", "B", 0)))
+    with pytest.raises(ValueError, match="unknown workload 'cache'"):
+        replay(s, (PlanStep("cache", "A", 0),))
+    with pytest.raises(ValueError, match="action 4 is not valid at hour 0: workload 'api' depends on db"):
+        replay(s, (PlanStep("api", "B", 0), PlanStep("db", "A", 1)))
+    assert replay(s, (PlanStep("db", "A", 0), PlanStep("api", "B", 2), PlanStep("web", "A", 3))).total_cost == pytest.approx(347.70)
+
+
+def test_cli_plan_prints_the_plan_and_its_cost(demo_data) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["plan", str(demo_data), "--method", "waves"])
+    assert ok.exit_code == 0, ok.output
+    lines = ok.stdout.splitlines()
+    assert lines[0] == "plan (waves): 12 workloads" and len(lines) == 2 + 12 + 2
+    assert lines[-2].startswith("cost over 336 h: $") and "all in the cloud after" in lines[-2]
+    bad = runner.invoke(app, ["plan", str(demo_data), "--link", "nope"])
+    assert bad.exit_code == 2 and bad.stderr == "error: catalogue aws us-east-1: no link 'nope' (known: dx-1gbps, dx-10gbps)\n"

@@ -1,0 +1,194 @@
+"""Migration plans: one type that every method outputs, the simulator replays and the report shows.
+
+A plan is an ordered list of steps (workload, instance type, start hour). ``replay`` runs one
+through ``CloudMigrationEnv`` and returns its outcome: the total cost and its breakdown, the hour
+the last workload reached the cloud, and the downtime. The yardsticks here are policies run
+through the same env: ``lift-shift`` (every workload as early as the rules allow, on the
+like-for-like general-purpose size), ``waves`` (dependency levels one after another, each wave
+finished before the next starts, right-sized) and ``greedy`` (one transfer at a time, the best
+savings per migration cost first, right-sized).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lepton_core.sim.env import CLOUD, ONPREM, TRANSFER, CloudMigrationEnv
+from lepton_core.sim.scenario import Scenario
+
+METHODS = ("lift-shift", "waves", "greedy")
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    workload: str
+    instance_type: str
+    start_hour: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a plan costs in the simulator."""
+
+    total_cost: float
+    breakdown: dict[str, float]
+    finish_hour: int | None  # the hour the last workload was in the cloud; None when the horizon ran out first
+    downtime_minutes: float
+    hours: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    method: str
+    steps: tuple[PlanStep, ...]
+    outcome: Outcome | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def table(self) -> list[tuple[str, str, int]]:
+        return [(s.workload, s.instance_type, s.start_hour) for s in self.steps]
+
+
+def _episode(env: CloudMigrationEnv, choose: Callable[[CloudMigrationEnv, np.ndarray], int]) -> tuple[tuple[PlanStep, ...], Outcome]:
+    """Run ``choose`` (env, mask -> action) from the env's current reset state to the episode's end."""
+    s = env.scenario
+    steps, totals = [], {}
+    downtime = 0.0
+    info = {"action_mask": env.action_mask()}
+    while True:
+        action = choose(env, info["action_mask"])
+        hour = env.hour
+        _, _, terminated, truncated, info = env.step(action)
+        if "refused" in info:
+            raise ValueError(info["refused"])
+        if action:
+            i, k = env.decode(action)
+            steps.append(PlanStep(s.names[i], s.instance_names[k], hour))
+        for key, value in info["cost"].items():
+            totals[key] = totals.get(key, 0.0) + value
+        downtime += s.downtime_minutes * float(((env.phase >= 2) & (env.cutover_left == s.cutover_hours)).sum())
+        if terminated or truncated:
+            outcome = Outcome(total_cost=info["total_cost"], breakdown=totals, finish_hour=env.hour if terminated else None,
+                              downtime_minutes=downtime, hours=env.hour)
+            return tuple(steps), outcome
+
+
+def replay(scenario: Scenario, plan: Plan | tuple[PlanStep, ...]) -> Outcome:
+    """Run a plan's steps in the simulator (waiting in every other hour); ValueError when a step is
+    not allowed at its hour or names an unknown workload or instance type."""
+    steps = plan.steps if isinstance(plan, Plan) else plan
+    env = CloudMigrationEnv(scenario, max_workloads=max(scenario.n, 1), strict=True)
+    env.reset(seed=scenario.seed)
+    by_hour: dict[int, PlanStep] = {}
+    for st in steps:
+        if st.start_hour in by_hour:
+            raise ValueError(f"two steps start at hour {st.start_hour} ({by_hour[st.start_hour].workload}, {st.workload}); one start per hour")
+        if st.workload not in scenario.names:
+            raise ValueError(f"unknown workload {st.workload!r}")
+        if st.instance_type not in scenario.instance_names:
+            raise ValueError(f"unknown instance type {st.instance_type!r}")
+        by_hour[st.start_hour] = st
+
+    def choose(env: CloudMigrationEnv, mask: np.ndarray) -> int:
+        st = by_hour.get(env.hour)
+        if st is None:
+            return 0
+        return 1 + scenario.names.index(st.workload) * env.n_types + scenario.instance_names.index(st.instance_type)
+
+    return _episode(env, choose)[1]
+
+
+# -- yardsticks ---------------------------------------------------------------------------------
+def _like_for_like(s: Scenario) -> np.ndarray:
+    """Per workload, the smallest general-purpose (GPU when it needs one) type that fits: what a
+    lift-and-shift picks without right-sizing. Falls back to the cheapest type that fits."""
+    fits = s.fits()
+    names = s.instance_names
+    general = np.array([n.startswith(("m", "g")) for n in names])  # m* general purpose, g* GPU (AWS naming)
+    size = s.instance_vcpu * 1000 + s.instance_memory_gb
+    choice = np.where(fits & general[None, :], size[None, :], np.inf).argmin(axis=1)
+    cheapest = np.where(fits, s.instance_price[None, :], np.inf).argmin(axis=1)
+    ok = (fits & general[None, :]).any(axis=1)
+    return np.where(ok, choice, cheapest)
+
+
+def _cheapest(s: Scenario) -> np.ndarray:
+    return np.where(s.fits(), s.instance_price[None, :], np.inf).argmin(axis=1)
+
+
+def _first_valid(env: CloudMigrationEnv, mask: np.ndarray, order: np.ndarray, instance: np.ndarray) -> int:
+    for i in order:
+        action = 1 + int(i) * env.n_types + int(instance[i])
+        if mask[action]:
+            return action
+    return 0
+
+
+def _levels(s: Scenario) -> np.ndarray:
+    """Dependency level of each workload: 0 for none, else one more than its deepest dependency."""
+    level = np.zeros(s.n, dtype=np.int64)
+    for _ in range(s.n):
+        deeper = np.where(s.depends, level[None, :] + 1, 0).max(axis=1, initial=0)
+        if (deeper == level).all():
+            break
+        level = np.maximum(level, deeper)
+    return level
+
+
+def yardstick(scenario: Scenario, method: str) -> Plan:
+    """The plan of one heuristic ``method`` (see ``METHODS``), with its outcome."""
+    s = scenario
+    env = CloudMigrationEnv(s, max_workloads=max(s.n, 1), strict=True)
+    env.reset(seed=s.seed)
+    if method == "lift-shift":
+        instance = _like_for_like(s)
+        order = np.arange(s.n)
+
+        def choose(env, mask):
+            return _first_valid(env, mask, order, instance)
+    elif method == "waves":
+        instance, level = _cheapest(s), _levels(s)
+        order = np.argsort(level, kind="stable")
+
+        def choose(env, mask):
+            unfinished = level[env.phase != CLOUD]
+            wave = unfinished.min() if len(unfinished) else 0
+            members = order[(level[order] == wave) & (env.phase[order] == ONPREM)]
+            return _first_valid(env, mask, members, instance)
+    elif method == "greedy":
+        instance = _cheapest(s)
+        gb_per_hour = s.link_gbps * s.link_efficiency * 450.0 * float(np.mean(s.bandwidth_factor))
+        hours = s.data_gb / gb_per_hour
+        price = s.instance_price[instance]
+        migration = (hours * (s.link_price + s.onprem_cost) + s.cutover_hours * price
+                     + s.downtime_minutes * s.downtime_cost_per_krps_minute * s.traffic_rps / 1000 + s.transfer_per_gb * s.data_gb)
+        ratio = (s.onprem_cost - price) / np.maximum(migration, 1e-6)
+        order = np.argsort(-ratio, kind="stable")
+
+        def choose(env, mask):
+            if (env.phase == TRANSFER).any():
+                return 0  # the link is the bottleneck: one transfer at a time finishes each one sooner
+            return _first_valid(env, mask, order, instance)
+    else:
+        raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+    steps, outcome = _episode(env, choose)
+    return Plan(method, steps, outcome)
+
+
+def plan_lines(plan: Plan, scenario: Scenario) -> list[str]:
+    """The plan as text: one line per step, then the outcome and its cost breakdown."""
+    price = dict(zip(scenario.instance_names, scenario.instance_price, strict=True))
+    onprem = dict(zip(scenario.names, scenario.onprem_cost, strict=True))
+    width = max((len(st.workload) for st in plan.steps), default=8)
+    out = [f"plan ({plan.method}): {len(plan.steps)} workloads",
+           f"  {'hour':>5}  {'workload':<{width}}  {'instance':<12} {'$/h cloud':>9} {'$/h on-prem':>11}"]
+    for st in plan.steps:
+        out.append(f"  {st.start_hour:>5}  {st.workload:<{width}}  {st.instance_type:<12} {price[st.instance_type]:>9.3f} {onprem[st.workload]:>11.3f}")
+    o = plan.outcome
+    if o is not None:
+        finish = f"all in the cloud after {o.finish_hour} h" if o.finish_hour is not None else f"not finished within {o.hours} h"
+        out.append(f"cost over {scenario.horizon} h: ${o.total_cost:,.2f}; {finish}; downtime {o.downtime_minutes:g} min in all")
+        out.append("  " + ", ".join(f"{k} ${v:,.2f}" for k, v in sorted(o.breakdown.items(), key=lambda kv: -kv[1])))
+    return out
