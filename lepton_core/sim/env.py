@@ -17,17 +17,28 @@ REWARD_SCALE = 100.0  # dollars per unit of reward
 FEATURE_MAX = 1e6  # observation bound (features are scaled to about 0-1; this only caps the extreme)
 
 
+def water_fill_batch(remaining: np.ndarray, active: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """GB each transfer moves this hour when the active ones of each row share ``capacity`` fairly:
+    equal shares, and what a transfer needs less of goes to the others (max-min fairness, as TCP
+    flows on one link). Shapes (N, M), (N, M), (N,). Every flow gets min(its need, level), the
+    level being the one at which the shares add up to the capacity (or none, when all finish)."""
+    need = np.where(active, remaining, np.inf)
+    ordered = np.sort(need, axis=1)
+    count = active.sum(axis=1)
+    pos = np.arange(need.shape[1])
+    before = np.cumsum(np.where(np.isfinite(ordered), ordered, 0.0), axis=1) - np.where(np.isfinite(ordered), ordered, 0.0)
+    slots = count[:, None] - pos[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = (capacity[:, None] - before) / slots
+    short = (pos[None, :] < count[:, None]) & (ordered > level)
+    first = short.argmax(axis=1)
+    cut = np.where(short.any(axis=1), level[np.arange(len(first)), first], np.inf)
+    return np.where(active, np.minimum(remaining, cut[:, None]), 0.0)
+
+
 def water_fill(remaining: np.ndarray, capacity: float) -> np.ndarray:
-    """GB each transfer moves this hour when they share ``capacity`` fairly: equal shares, and what a
-    transfer needs less of goes to the others (max-min fairness, as TCP flows on one link)."""
-    moved = np.zeros_like(remaining)
-    order = np.argsort(remaining, kind="stable")
-    left = capacity
-    for pos, i in enumerate(order):
-        share = left / (len(order) - pos)
-        moved[i] = min(remaining[i], share)
-        left -= moved[i]
-    return moved
+    """``water_fill_batch`` for one set of transfers, all active."""
+    return water_fill_batch(remaining[None, :], np.ones((1, len(remaining)), bool), np.array([capacity]))[0]
 
 
 class CloudMigrationEnv(gym.Env):

@@ -203,3 +203,45 @@ def test_cli_plan_prints_the_plan_and_its_cost(demo_data) -> None:
     assert lines[-2].startswith("cost over 336 h: $") and "all in the cloud after" in lines[-2]
     bad = runner.invoke(app, ["plan", str(demo_data), "--link", "nope"])
     assert bad.exit_code == 2 and bad.stderr == "error: catalogue aws us-east-1: no link 'nope' (known: dx-1gbps, dx-10gbps)\n"
+
+
+def test_the_vector_twin_equals_scalar_envs_step_by_step() -> None:
+    from lepton_core.sim.vector import VectorCloudMigrationEnv
+
+    n = 6
+    vec = VectorCloudMigrationEnv(n, max_workloads=8, min_workloads=3, horizon=60)
+    scalars = [CloudMigrationEnv(max_workloads=8, min_workloads=3, horizon=60) for _ in range(n)]
+    vobs, vinfo = vec.reset(seed=40)
+    for j, env in enumerate(scalars):
+        obs, info = env.reset(seed=40 + j)
+        assert np.array_equal(vobs["workloads"][j], obs["workloads"]) and np.array_equal(vinfo["action_mask"][j], info["action_mask"])
+    rng = np.random.default_rng(1)
+    episodes = 0
+    for _ in range(300):  # several episodes each: autoresets included
+        actions = np.array([int(rng.choice(np.flatnonzero(m))) if rng.random() < 0.35 else 0 for m in vinfo["action_mask"]])
+        vobs, vrew, vterm, vtrunc, vinfo = vec.step(actions)
+        for j, env in enumerate(scalars):
+            obs, rew, term, trunc, info = env.step(int(actions[j]))
+            assert (bool(vterm[j]), bool(vtrunc[j])) == (term, trunc)
+            assert vrew[j] == pytest.approx(rew, rel=1e-12, abs=1e-12)
+            if term or trunc:
+                episodes += 1
+                assert vinfo["_final_obs"][j] and vinfo["final_total_cost"][j] == pytest.approx(info["total_cost"], rel=1e-12)
+                assert np.allclose(vinfo["final_obs"]["workloads"][j], obs["workloads"], rtol=1e-6, atol=1e-7)
+                obs, info = env.reset()  # SAME_STEP: the vector env has already started the next episode
+                assert vinfo["hour"][j] == 0
+            assert np.allclose(vobs["workloads"][j], obs["workloads"], rtol=1e-6, atol=1e-7)
+            assert np.allclose(vobs["globals"][j], obs["globals"], rtol=1e-6, atol=1e-6)
+            assert np.array_equal(vinfo["action_mask"][j], info["action_mask"])
+    assert episodes >= n
+
+
+def test_the_vector_twin_refuses_invalid_actions_per_env() -> None:
+    from lepton_core.sim.vector import VectorCloudMigrationEnv
+
+    vec = VectorCloudMigrationEnv(3, max_workloads=8, min_workloads=3)
+    _, info = vec.reset(seed=0)
+    invalid = [int(np.flatnonzero(m == 0)[0]) for m in info["action_mask"]]
+    _, _, _, _, out = vec.step(np.array([0, invalid[1], 10**6]))
+    assert out["refused"].tolist() == [False, True, True]
+    assert (vec.phase[1] == 0).all() and (vec.hour == 1).all()
