@@ -1,7 +1,9 @@
 """Lepton's core library: every piece of migration logic, with no Prefect import.
 
 Sub-packages, one per stage: ``spec`` (the migration spec), ``store`` (object store and the
-embedded S3 server), ``demo`` (the bundled demo), ``report`` (run reports). Heavy libraries
+embedded S3 server), ``data`` (the transfer engine), ``validation`` (gates, profiles, drift),
+``sim`` (the migration simulator and plans), ``transfer`` (models), ``demo`` (the bundled demo),
+``report`` (run reports). Heavy libraries
 (torch, Great Expectations) are imported inside the functions that use them.
 """
 

@@ -9,6 +9,7 @@ that dips in business hours), and the penalty prices. It comes from a spec and i
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,8 +119,9 @@ def from_spec(loaded: LoadedSpec, link: str | None = None, seed: int = 0, horizo
     )
 
 
+@functools.cache
 def bundled_catalogue():
-    """The catalogue lepton ships (``aws-us-east-1``), for generated scenarios."""
+    """The catalogue lepton ships (``aws-us-east-1``), for generated scenarios (read once)."""
     import yaml
 
     from lepton_core.spec.catalogue import Catalogue, catalogue_path
@@ -137,16 +139,22 @@ def generate(rng: np.random.Generator, n: int, horizon: int = 14 * DAY, price_ji
     cheapest cloud instance that fits, instance prices are jittered by ``price_jitter``, and the
     link is 1 or 10 Gbit/s."""
     cat = catalogue or bundled_catalogue()
-    kind = rng.choice(3, size=n, p=[0.6, 0.25, 0.15])  # service, database, GPU inference
-    cpu = np.where(kind == 2, rng.choice([4, 8], size=n), rng.choice([1, 2, 4, 8, 16], size=n, p=[0.2, 0.3, 0.3, 0.15, 0.05])).astype(float)
-    memory = cpu * np.where(kind == 1, rng.choice([4.0, 8.0], size=n), rng.choice([2.0, 4.0], size=n))
+
+    def pick(values, p=None) -> np.ndarray:  # rng.choice, one call for all n (choice is slow per call)
+        cdf = np.cumsum(p if p is not None else np.full(len(values), 1 / len(values)))
+        return np.asarray(values)[np.minimum(np.searchsorted(cdf, rng.random(n), side="right"), len(values) - 1)]
+
+    kind = pick([0, 1, 2], [0.6, 0.25, 0.15])  # service, database, GPU inference
+    cpu = np.where(kind == 2, pick([4, 8]), pick([1, 2, 4, 8, 16], [0.2, 0.3, 0.3, 0.15, 0.05])).astype(float)
+    memory = cpu * np.where(kind == 1, pick([4.0, 8.0]), pick([2.0, 4.0]))
     gpu = (kind == 2).astype(float)
     data = np.exp(rng.uniform(np.log(5), np.log(5000), size=n)) * np.where(kind == 1, 1.0, 0.3)
-    traffic = rng.choice([0, 50, 200, 1000, 3000], size=n, p=[0.2, 0.3, 0.25, 0.2, 0.05]).astype(float)
-    depends = np.zeros((n, n), dtype=bool)
-    for i in range(1, n):
-        for j in rng.choice(i, size=min(i, int(rng.integers(0, 4))), replace=False):
-            depends[i, j] = True
+    traffic = pick([0.0, 50.0, 200.0, 1000.0, 3000.0], [0.2, 0.3, 0.25, 0.2, 0.05])
+    # each workload calls up to three earlier ones, chosen at random: a DAG
+    calls = np.minimum(rng.integers(0, 4, size=n), np.arange(n))
+    keys = np.where(np.tri(n, k=-1, dtype=bool), rng.random((n, n)), np.inf)
+    rank = np.argsort(np.argsort(keys, axis=1), axis=1)
+    depends = (rank < calls[:, None]) & np.isfinite(keys)
     vcpu = np.array([it.vcpu for it in cat.instances], float)
     mem = np.array([it.memory_gb for it in cat.instances], float)
     gpus = np.array([it.gpu for it in cat.instances], float)
