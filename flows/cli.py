@@ -264,6 +264,9 @@ def store_status() -> None:
 def main() -> None:
     # Prefect's telemetry would try to reach the internet from every run; users opt in explicitly.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary API of a run without PREFECT_API_URL must set up its database first: on a fresh
+    # install on two busy cores that took longer than Prefect's 20 s (a clean-clone CI run failed so).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     app(prog_name="lepton")
 
 
