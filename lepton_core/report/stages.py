@@ -79,4 +79,4 @@ def drift_stage(reports: list[DriftReport]) -> StageResult:
     rows = tuple((f"{r.dataset} vs {r.baseline}", r.summary()) for r in reports)
     worst = max(reports, key=lambda r: r.max_distance)
     return StageResult(stage="drift", status="ok", details=rows,
-                       summary=f"{len(reports)} comparisons; largest distance {worst.max_distance:.3f} ({worst.dataset} vs {worst.baseline})")
+                       summary=f"{len(reports)} comparison{'' if len(reports) == 1 else 's'}; largest distance {worst.max_distance:.3f} ({worst.dataset} vs {worst.baseline})")

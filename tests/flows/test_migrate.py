@@ -67,7 +67,7 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     uploaded = {o.key for o in store.list("lepton-demo", f"flow-test/data-docs/{run.name}/")}
     assert {f"flow-test/data-docs/{run.name}/{d}/index.html" for d in docs} <= uploaded
     assert f"uploaded to s3://lepton-demo/flow-test/data-docs/{run.name}/" in text
-    assert "| drift | ok | 1 comparisons; largest distance 0." in text
+    assert "| drift | ok | 1 comparison; largest distance 0." in text
     drift = next(a for a in artifacts if a.key == "drift-digits-cloud")
     assert drift.data.startswith("# Drift of `digits-cloud` from `digits-onprem`: reported (no limit set)")
     source_gate = next(a for a in artifacts if a.key == "validation-source-digits-onprem")
