@@ -141,7 +141,7 @@ def validate(
 
     from lepton_core.spec import is_s3, load_spec
     from lepton_core.state import runs_dir, state_dir
-    from lepton_core.validation.drift import drift_gate, drift_report
+    from lepton_core.validation.drift import comparisons, drift_gate, drift_report
     from lepton_core.validation.gate import validate_local
     from lepton_core.validation.outputs import docs_dir, save_profile
     from lepton_core.validation.parity import validate_target
@@ -157,11 +157,10 @@ def validate(
         else:
             result = validate_target(loaded, name, state_dir(), docs_dir(run_dir, "target", name))
         typer.echo(f"{name}: {len(result.checks)} expectations passed on {result.rows_text()} ({result.seconds:.1f} s)")
-    for name, base, limit in loaded.spec.drift_pairs():
-        if name in profiles and base in profiles:
-            report = drift_report(name, profiles[name], base, profiles[base], limit)
-            typer.echo(f"drift: {report.summary()}")
-            drift_gate(report, docs_dir(run_dir, "drift", name))
+    for pair in comparisons(loaded.spec, profiles):
+        report = drift_report(*pair)
+        typer.echo(f"drift: {report.summary()}")
+        drift_gate(report, docs_dir(run_dir, "drift", report.dataset))
     typer.echo(f"Data Docs: {run_dir / 'data-docs'}")
 
 

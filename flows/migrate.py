@@ -19,6 +19,7 @@ from lepton_core.report.stages import data_stage, drift_stage, spec_stage, store
 from lepton_core.spec import is_s3
 from lepton_core.spec.params import SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
+from lepton_core.validation.drift import comparisons
 from tasks.data import migrate_dataset_task
 from tasks.report import write_run_report
 from tasks.spec import check_spec, prepare_demo
@@ -49,8 +50,7 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     #    Each dataset's profile is saved with the run; the drift report compares them.
     gates = [validate_source_task(loaded, d.name, run_dir) for d in loaded.spec.datasets if not is_s3(d.location)]
     profiles = {g.dataset: g.profile for g in gates}
-    drifts = [drift_task(name, profiles[name], base, profiles[base], limit, run_dir)
-              for name, base, limit in loaded.spec.drift_pairs() if name in profiles and base in profiles]
+    drifts = [drift_task(*pair, run_dir) for pair in comparisons(loaded.spec, profiles)]
 
     # 3. The object store: start the embedded server or reach the cloud's; retried if transient.
     info = reach_object_store(loaded.spec.target, root, loaded.spec.name)

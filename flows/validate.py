@@ -18,6 +18,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from lepton_core.spec import is_s3
 from lepton_core.spec.params import SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
+from lepton_core.validation.drift import comparisons
 from tasks.spec import check_spec, prepare_demo
 from tasks.validation import drift_task, publish_data_docs_task, validate_source_task, validate_target_task
 
@@ -47,8 +48,7 @@ def validate(spec: SpecRef = SpecRef(), side: Literal["source", "target"] = "tar
     drifts = []
     if side == "source":
         profiles = {r.dataset: r.profile for r in passed}
-        drifts = [drift_task.submit(name, profiles[name], base, profiles[base], limit, run_dir)
-                  for name, base, limit in loaded.spec.drift_pairs() if name in profiles and base in profiles]
+        drifts = [drift_task.submit(*pair, run_dir) for pair in comparisons(loaded.spec, profiles)]
         for d in drifts:
             d.wait()
         lines += [d.result().summary() for d in drifts if d.state.is_completed()]

@@ -66,12 +66,14 @@ def drift_task(name: str, profile: dict[str, Any], baseline: str, baseline_profi
                limit: float | None, run_dir: str) -> DriftReport:
     """Report how far ``name``'s distribution is from ``baseline``'s; fail only over the spec's limit."""
     report = drift_report(name, profile, baseline, baseline_profile, limit)
-    folder = docs_dir(run_dir, "drift", name)
+    result = None
     try:
-        drift_gate(report, folder)
+        result = drift_gate(report, docs_dir(run_dir, "drift", name))
+    except ValidationFailed as exc:
+        result = exc.result
+        raise
     finally:
-        docs = str(folder / "index.html") if (folder / "index.html").exists() else None
-        create_markdown_artifact(key=_key("drift", name), markdown=drift_markdown(report, docs),
+        create_markdown_artifact(key=_key("drift", name), markdown=drift_markdown(report, result.docs if result else None),
                                  description=f"drift of {name} from {baseline}")
     get_run_logger().info("drift: %s", report.summary())
     return report

@@ -54,10 +54,9 @@ def inventory(location: str | os.PathLike) -> list[SourceFile]:
             if stat.S_ISDIR(st.st_mode):
                 stack.append(Path(entry.path))
             elif stat.S_ISREG(st.st_mode):
-                if not os.access(entry.path, os.R_OK):
-                    raise UsageError(f"{entry.path}: file is not readable")
-                rel = entry.path[cut:].replace(os.sep, "/")
-                files.append(SourceFile(rel, Path(entry.path), st.st_size, st.st_mtime_ns, st.st_ino))
+                path = Path(entry.path)
+                _check_readable(path)
+                files.append(SourceFile(entry.path[cut:].replace(os.sep, "/"), path, st.st_size, st.st_mtime_ns, st.st_ino))
     files.sort(key=lambda f: f.rel)
     return files
 

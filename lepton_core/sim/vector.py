@@ -56,6 +56,7 @@ class VectorCloudMigrationEnv(VectorEnv):
         self.price = f((N, K))
         self.link_gbps, self.link_eff, self.link_price, self.per_gb = f(N), f(N), f(N), f(N)
         self.bandwidth = f((N, horizon))
+        self._factor_len = np.ones(N, np.int64)  # each scenario's own bandwidth period (hours)
         self.cutover_hours, self.downtime_minutes = f(N, np.int64), f(N)
         self.downtime_rate, self.cross_rate, self.horizons = f(N), f(N), f(N, np.int64)
         self.phase, self.instance = f((N, M), np.int64), np.full((N, M), -1, np.int64)
@@ -88,7 +89,6 @@ class VectorCloudMigrationEnv(VectorEnv):
         self.link_gbps[j], self.link_eff[j], self.link_price[j], self.per_gb[j] = s.link_gbps, s.link_efficiency, s.link_price, s.transfer_per_gb
         reps = -(-self.horizon // len(s.bandwidth_factor))
         self.bandwidth[j] = np.tile(s.bandwidth_factor, reps)[: self.horizon] if len(s.bandwidth_factor) != self.horizon else s.bandwidth_factor
-        self._factor_len = getattr(self, "_factor_len", np.zeros(self.num_envs, np.int64))
         self._factor_len[j] = len(s.bandwidth_factor)
         self.cutover_hours[j], self.downtime_minutes[j] = s.cutover_hours, s.downtime_minutes
         self.downtime_rate[j], self.cross_rate[j], self.horizons[j] = s.downtime_cost_per_krps_minute, s.cross_site_cost_per_krps_hour, s.horizon

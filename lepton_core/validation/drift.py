@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lepton_core.validation.gate import CheckResult, GateResult, ValidationFailed, run_suites
+from lepton_core.validation.gate import CheckResult, GateResult, ValidationFailed, docs_index, run_suites
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,14 @@ def drift_report(dataset: str, profile: dict[str, Any], baseline: str, baseline_
     return DriftReport(dataset, baseline, profile["kind"], limit, tuple(rows))
 
 
+def comparisons(spec: Any, profiles: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any], str, dict[str, Any], float | None]]:
+    """(dataset, its profile, baseline, its profile, limit) for each of the spec's drift pairs
+    (``MigrationSpec.drift_pairs``) whose two profiles are in ``profiles``: the arguments of
+    ``drift_report``."""
+    return [(name, profiles[name], base, profiles[base], limit)
+            for name, base, limit in spec.drift_pairs() if name in profiles and base in profiles]
+
+
 def drift_gate(report: DriftReport, docs_dir: Path | None = None) -> GateResult:
     """The drift report as a gate: with a limit, every class or column must be within it (checked
     with Great Expectations, so a failure names the classes or columns); without one it passes."""
@@ -134,7 +142,7 @@ def drift_gate(report: DriftReport, docs_dir: Path | None = None) -> GateResult:
                             {"drift": lambda i: f"{frame[unit].iat[i]} ({frame['distance'].iat[i]:.3f})"}, docs_dir)
     result = GateResult(dataset=report.dataset, side="drift", rows={"drift": len(frame)}, checks=tuple(checks),
                         seconds=time.perf_counter() - t0,
-                        docs=str(Path(docs_dir) / "index.html") if docs_dir is not None and checks else None)
+                        docs=docs_index(docs_dir) if checks else None)
     if not result.success:
         raise ValidationFailed(result)
     return result

@@ -127,7 +127,8 @@ def naive_times(frame: Any) -> Any:
     return frame.assign(**{c: frame[c].dt.tz_convert("UTC").dt.tz_localize(None) for c in zoned})
 
 
-def _index(docs_dir: Path | None) -> str | None:
+def docs_index(docs_dir: Path | None) -> str | None:
+    """The Data Docs page a gate wrote into ``docs_dir`` (None when it wrote none)."""
     return str(Path(docs_dir) / "index.html") if docs_dir is not None else None
 
 
@@ -156,7 +157,7 @@ def validate_local(loaded: LoadedSpec, name: str, side: str = "source", docs_dir
         expectations = table_expectations(dataset)
     checks = run_suites(f"{side}-{name}", tables, expectations, labels, docs_dir)
     result = GateResult(dataset=name, side=side, rows={k: len(v) for k, v in tables.items()}, checks=tuple(checks),
-                        seconds=time.perf_counter() - t0, profile=profile, docs=_index(docs_dir))
+                        seconds=time.perf_counter() - t0, profile=profile, docs=docs_index(docs_dir))
     if not result.success:
         raise ValidationFailed(result)
     return result

@@ -24,8 +24,9 @@ from lepton_core.data.manifest import MANIFEST_NAME
 from lepton_core.data.stage import hash_cache
 from lepton_core.errors import UsageError
 from lepton_core.spec import LoadedSpec, is_s3
+from lepton_core.store.objectstore import ObjectStore
 from lepton_core.store.target import open_store
-from lepton_core.validation.gate import CheckResult, GateResult, ValidationFailed, run_suites
+from lepton_core.validation.gate import CheckResult, GateResult, ValidationFailed, docs_index, run_suites
 from lepton_core.validation.manifest import read_table
 from lepton_core.validation.profile import table_profile
 
@@ -34,14 +35,11 @@ STATS = ("nulls", "mean", "std", "min", "max")
 OBJECT_CHECKS = ("in_source", "in_manifest", "on_target", "size_as_verified", "etag_as_verified", "hash_matches_source")
 
 
-def parity_table(loaded: LoadedSpec, name: str, state_root: Path) -> pd.DataFrame:
+def parity_table(loaded: LoadedSpec, name: str, state_root: Path, store: ObjectStore) -> pd.DataFrame:
     """One row per relative path: what the source, the manifest and the target's listing say."""
     spec = loaded.spec
     dataset = spec.dataset(name)
-    if is_s3(dataset.location):
-        raise UsageError(f"dataset {name!r} is at {dataset.location}; it was not copied, so it has no cloud copy to check")
     prefix = dataset_prefix(spec.target.prefix, name)
-    store = open_store(spec.target, state_root, start=True)
     manifest = read_manifest(store, spec.target.bucket, prefix)
     if manifest is None:
         raise ValidationFailed(GateResult(dataset=name, side="target", rows={}, seconds=0.0, checks=(CheckResult(
@@ -88,11 +86,10 @@ def column_stats_table(source: dict[str, Any], copy: dict[str, Any]) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def read_table_copy(loaded: LoadedSpec, name: str, state_root: Path) -> pd.DataFrame:
+def read_table_copy(loaded: LoadedSpec, name: str, state_root: Path, store: ObjectStore) -> pd.DataFrame:
     """A table dataset's cloud copy, read back from the target."""
     spec = loaded.spec
     filename = Path(spec.dataset(name).location).name
-    store = open_store(spec.target, state_root, start=True)
     scratch = Path(state_root) / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
     local = scratch / f".{name}-copy{Path(filename).suffix}"
@@ -109,17 +106,20 @@ def validate_target(loaded: LoadedSpec, name: str, state_root: Path, docs_dir: P
     import great_expectations as gx
 
     t0 = time.perf_counter()
-    table = parity_table(loaded, name, state_root)
+    dataset = loaded.spec.dataset(name)
+    if is_s3(dataset.location):
+        raise UsageError(f"dataset {name!r} is at {dataset.location}; it was not copied, so it has no cloud copy to check")
+    store = open_store(loaded.spec.target, state_root, start=True)  # one client for the listing and the read-back
+    table = parity_table(loaded, name, state_root, store)
     E = gx.expectations
     tables = {"copy": table}
     expectations = {"copy": [E.ExpectColumnValuesToBeInSet(column=c, value_set=[True]) for c in OBJECT_CHECKS]}
     labels = {"copy": lambda i: table["path"].iat[i]}
     profile = None
-    dataset = loaded.spec.dataset(name)
     objects_ok = bool(len(table)) and bool(table[list(OBJECT_CHECKS)].all().all())
     if dataset.kind == "table" and objects_ok:  # a copy that differs as objects is not read back as a table
         source_profile = table_profile(read_table(loaded.resolve(dataset.location)))
-        profile = table_profile(read_table_copy(loaded, name, state_root))
+        profile = table_profile(read_table_copy(loaded, name, state_root, store))
         stats = column_stats_table(source_profile, profile)
         tables["columns"] = stats
         expectations["columns"] = [E.ExpectColumnValuesToBeInSet(column="within_tolerance", value_set=[True])]
@@ -127,7 +127,7 @@ def validate_target(loaded: LoadedSpec, name: str, state_root: Path, docs_dir: P
     checks = run_suites(f"target-{name}", tables, expectations, labels, docs_dir)
     result = GateResult(dataset=name, side="target", rows={k: len(v) for k, v in tables.items()}, checks=tuple(checks),
                         seconds=time.perf_counter() - t0, profile=profile,
-                        docs=str(Path(docs_dir) / "index.html") if docs_dir is not None else None)
+                        docs=docs_index(docs_dir))
     if not result.success:
         raise ValidationFailed(result)
     return result
