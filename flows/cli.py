@@ -90,17 +90,19 @@ def run(
     bucket: Annotated[Optional[str], typer.Option(help="Override the target bucket.")] = None,
     prefix: Annotated[Optional[str], typer.Option(help="Override the target key prefix.")] = None,
     endpoint_url: Annotated[Optional[str], typer.Option(help="Override the S3 endpoint ('embedded' or a URL).")] = None,
+    plan_seconds: Annotated[float, typer.Option(min=0, max=3600, help="Seconds the exact planner may search (0: heuristics only).")] = 30.0,
 ) -> None:
     """Run the whole migration flow on a spec (the bundled demo when none is given)."""
     from lepton_core.spec import load_spec
-    from lepton_core.spec.params import SpecRef, TargetOverrides
+    from lepton_core.spec.params import PlanOptions, SpecRef, TargetOverrides
 
     overrides = TargetOverrides(bucket=bucket, prefix=prefix, endpoint_url=endpoint_url)
     if spec is not None:  # fail fast, before Prefect starts, on a bad spec or override
         overrides.apply(load_spec(spec).spec)
     from flows.migrate import migrate
 
-    report = migrate(spec=SpecRef(path=str(spec.resolve()) if spec else None), target=overrides)
+    report = migrate(spec=SpecRef(path=str(spec.resolve()) if spec else None), target=overrides,
+                     planning=PlanOptions(exact_seconds=plan_seconds))
     typer.echo(f"migration finished; report: {report}")
     from lepton_core.state import store_dir
     from lepton_core.store import EmbeddedStore
@@ -168,24 +170,40 @@ class Method(str, enum.Enum):
     lift_shift = "lift-shift"
     waves = "waves"
     greedy = "greedy"
+    exact = "exact"
+    all = "all"
 
 
 @app.command()
 @guarded
 def plan(
     spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
-    method: Annotated[Method, typer.Option(help="How to plan: a yardstick heuristic.")] = Method.greedy,
+    method: Annotated[Method, typer.Option(help="How to plan: a yardstick heuristic, the exact planner (CP-SAT), or all of them side by side.")] = Method.greedy,
     link: Annotated[Optional[str], typer.Option(help="The catalogue's network link to move data over (its first by default).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the link's hour-by-hour bandwidth.")] = 0,
+    time_limit: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds the exact planner may search before it returns its best plan and bound.")] = 60.0,
+    chart: Annotated[Optional[Path], typer.Option(help="Write a Gantt chart of the plan (the cheapest, with --method all) to this PNG file.")] = None,
 ) -> None:
     """Plan the migration of the spec's services in the simulator and print the plan and its cost."""
-    from lepton_core.sim.plan import plan_lines, yardstick
+    from lepton_core.sim.plan import cheapest, compare, comparison_lines, make_plan, plan_lines
     from lepton_core.sim.scenario import from_spec
     from lepton_core.spec import load_spec
 
     scenario = from_spec(load_spec(spec), link=link, seed=seed)
-    for line in plan_lines(yardstick(scenario, method.value), scenario):
+    if method is Method.all:
+        plans = compare(scenario, time_limit_s=time_limit)
+        chosen = cheapest(plans)
+        typer.echo(f"{len(plans)} plans for {scenario.n} workloads over {scenario.horizon} h:")
+        for line in comparison_lines(plans):
+            typer.echo(line)
+    else:
+        chosen = make_plan(scenario, method.value, time_limit_s=time_limit)
+    for line in plan_lines(chosen, scenario):
         typer.echo(line)
+    if chart:
+        from lepton_core.sim.chart import gantt_png
+
+        typer.echo(f"chart: {gantt_png(chosen, chart)}")
 
 
 class _BarProgress:

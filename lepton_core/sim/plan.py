@@ -6,7 +6,8 @@ the last workload reached the cloud, and the downtime. The yardsticks here are p
 through the same env: ``lift-shift`` (every workload as early as the rules allow, on the
 like-for-like general-purpose size), ``waves`` (dependency levels one after another, each wave
 finished before the next starts, right-sized) and ``greedy`` (one transfer at a time, the best
-savings per migration cost first, right-sized).
+savings per migration cost first, right-sized). ``exact`` (in ``lepton_core.sim.exact``) proves
+the cheapest plan with CP-SAT; ``make_plan`` runs any of them by name and ``compare`` runs them all.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lepton_core.sim.env import CLOUD, ONPREM, TRANSFER, CloudMigrationEnv
+from lepton_core.sim.env import CLOUD, CUTOVER, ONPREM, TRANSFER, CloudMigrationEnv
 from lepton_core.sim.scenario import Scenario
 
-METHODS = ("lift-shift", "waves", "greedy")
+HEURISTICS = ("lift-shift", "waves", "greedy")
+METHODS = (*HEURISTICS, "exact")
+EXACT_PROVES_UP_TO = 8  # workloads: the exact planner proves the optimum in seconds up to here
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class Outcome:
     finish_hour: int | None  # the hour the last workload was in the cloud; None when the horizon ran out first
     downtime_minutes: float
     hours: int
+    # per workload, in plan order: (name, hour its transfer starts, first hour of cutover, first hour in the
+    # cloud); -1 for a phase not reached within the horizon
+    schedule: tuple[tuple[str, int, int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,7 @@ def _episode(env: CloudMigrationEnv, choose: Callable[[CloudMigrationEnv, np.nda
     steps, totals = [], {}
     downtime = 0.0
     info = {"action_mask": env.action_mask()}
+    began, over, cloud = np.full(s.n, -1), np.full(s.n, -1), np.full(s.n, -1)
     while True:
         action = choose(env, info["action_mask"])
         hour = env.hour
@@ -69,9 +76,14 @@ def _episode(env: CloudMigrationEnv, choose: Callable[[CloudMigrationEnv, np.nda
         for key, value in info["cost"].items():
             totals[key] = totals.get(key, 0.0) + value
         downtime += s.downtime_minutes * float(((env.phase >= 2) & (env.cutover_left == s.cutover_hours)).sum())
+        began[(env.phase >= TRANSFER) & (began < 0)] = hour
+        over[(env.phase >= CUTOVER) & (over < 0)] = env.hour
+        cloud[(env.phase == CLOUD) & (cloud < 0)] = env.hour
         if terminated or truncated:
+            order = [s.names.index(st.workload) for st in steps]
+            schedule = tuple((s.names[i], int(began[i]), int(over[i]), int(cloud[i])) for i in order)
             outcome = Outcome(total_cost=info["total_cost"], breakdown=totals, finish_hour=env.hour if terminated else None,
-                              downtime_minutes=downtime, hours=env.hour)
+                              downtime_minutes=downtime, hours=env.hour, schedule=schedule)
             return tuple(steps), outcome
 
 
@@ -172,9 +184,29 @@ def yardstick(scenario: Scenario, method: str) -> Plan:
                 return 0  # the link is the bottleneck: one transfer at a time finishes each one sooner
             return _first_valid(env, mask, order, instance)
     else:
-        raise ValueError(f"unknown method {method!r}; one of {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {method!r}; one of {', '.join(HEURISTICS)}")
     steps, outcome = _episode(env, choose)
     return Plan(method, steps, outcome)
+
+
+def make_plan(scenario: Scenario, method: str, time_limit_s: float = 60.0) -> Plan:
+    """The plan of ``method`` (see ``METHODS``); ``exact`` starts from the best heuristic's plan and
+    stops after ``time_limit_s`` with the best it found (its notes say whether it is proved)."""
+    if method != "exact":
+        return yardstick(scenario, method)
+    return compare(scenario, time_limit_s=time_limit_s)[-1]
+
+
+def compare(scenario: Scenario, exact: bool = True, time_limit_s: float = 60.0) -> list[Plan]:
+    """Every heuristic's plan, then the exact planner's (started from the cheapest of them; when it
+    finds nothing better in its time, it returns that one, and says so in its notes)."""
+    from lepton_core.sim.exact import solve
+
+    plans = [yardstick(scenario, m) for m in HEURISTICS]
+    if exact:
+        best = min(plans, key=lambda p: p.outcome.total_cost)
+        plans.append(solve(scenario, time_limit_s=time_limit_s, hint=best).plan)
+    return plans
 
 
 def plan_lines(plan: Plan, scenario: Scenario) -> list[str]:
@@ -191,4 +223,22 @@ def plan_lines(plan: Plan, scenario: Scenario) -> list[str]:
         finish = f"all in the cloud after {o.finish_hour} h" if o.finish_hour is not None else f"not finished within {o.hours} h"
         out.append(f"cost over {scenario.horizon} h: ${o.total_cost:,.2f}; {finish}; downtime {o.downtime_minutes:g} min in all")
         out.append("  " + ", ".join(f"{k} ${v:,.2f}" for k, v in sorted(o.breakdown.items(), key=lambda kv: -kv[1])))
+    out += list(plan.notes)
+    return out
+
+
+def cheapest(plans: list[Plan]) -> Plan:
+    """The plan that costs least; on a tie the exact planner's (it says what it proved)."""
+    return min(plans, key=lambda p: (p.outcome.total_cost, p.method != "exact"))
+
+
+def comparison_lines(plans: list[Plan]) -> list[str]:
+    """One line per plan: cost, finish, downtime, and how far above the cheapest it is."""
+    best = min(p.outcome.total_cost for p in plans)
+    out = [f"  {'method':<11} {'cost':>12} {'finish':>9} {'downtime':>9} {'vs best':>8}"]
+    for p in plans:
+        o = p.outcome
+        finish = f"{o.finish_hour} h" if o.finish_hour is not None else "not done"
+        out.append(f"  {p.method:<11} {'$' + format(o.total_cost, ',.2f'):>12} {finish:>9} {o.downtime_minutes:>7g} m "
+                   f"{(o.total_cost - best) / best:>+8.1%}")
     return out

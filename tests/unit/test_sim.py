@@ -153,10 +153,10 @@ def test_scenarios_from_the_demo_spec_and_the_generator(demo_data) -> None:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_every_yardstick_plan_replays_to_its_reported_cost(seed: int) -> None:
-    from lepton_core.sim.plan import METHODS, replay, yardstick
+    from lepton_core.sim.plan import HEURISTICS, replay, yardstick
 
     s = generate(np.random.default_rng(seed), 10)
-    for method in METHODS:
+    for method in HEURISTICS:
         plan = yardstick(s, method)
         assert plan.outcome.finish_hour is not None and len(plan.steps) == s.n
         again = replay(s, plan)
@@ -190,7 +190,7 @@ def test_replay_refuses_a_plan_it_cannot_follow() -> None:
     assert replay(s, (PlanStep("db", "A", 0), PlanStep("api", "B", 2), PlanStep("web", "A", 3))).total_cost == pytest.approx(347.70)
 
 
-def test_cli_plan_prints_the_plan_and_its_cost(demo_data) -> None:
+def test_cli_plan_prints_the_plan_and_its_cost(demo_data, tmp_path) -> None:
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -201,6 +201,11 @@ def test_cli_plan_prints_the_plan_and_its_cost(demo_data) -> None:
     lines = ok.stdout.splitlines()
     assert lines[0] == "plan (waves): 12 workloads" and len(lines) == 2 + 12 + 2
     assert lines[-2].startswith("cost over 336 h: $") and "all in the cloud after" in lines[-2]
+    every = runner.invoke(app, ["plan", str(demo_data), "--method", "all", "--time-limit", "2", "--chart", str(tmp_path / "g.png")])
+    assert every.exit_code == 0, every.output
+    lines = every.stdout.splitlines()
+    assert lines[0] == "4 plans for 12 workloads over 336 h:" and [l.split()[0] for l in lines[2:6]] == ["lift-shift", "waves", "greedy", "exact"]
+    assert lines[6] == "plan (exact): 12 workloads" and lines[-1] == f"chart: {tmp_path / 'g.png'}"
     bad = runner.invoke(app, ["plan", str(demo_data), "--link", "nope"])
     assert bad.exit_code == 2 and bad.stderr == "error: catalogue aws us-east-1: no link 'nope' (known: dx-1gbps, dx-10gbps)\n"
 
