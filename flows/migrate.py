@@ -1,9 +1,9 @@
 """The ``migrate`` flow: the whole migration of one spec, stage by stage.
 
-Stages so far: check the spec, validate the source data (profiles saved, drift reported), reach
-the object store, migrate the data and validate each cloud copy, publish the Data Docs next to the
-data, write the run report. Later stages (planning, adaptation,
-integration, optimisation) slot in between.
+Stages so far: check the spec, validate the source data (profiles saved, drift reported), plan the
+order of the services' move in the simulator, reach the object store, migrate the data and validate
+each cloud copy, publish the Data Docs next to the data, write the run report. Later stages
+(adaptation, integration, optimisation) slot in between.
 """
 
 from __future__ import annotations
@@ -15,27 +15,30 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.report import RunReport
-from lepton_core.report.stages import data_stage, drift_stage, spec_stage, store_stage, validation_stage
+from lepton_core.report.stages import data_stage, drift_stage, plan_stage, spec_stage, store_stage, validation_stage
 from lepton_core.spec import is_s3
-from lepton_core.spec.params import SpecRef, TargetOverrides
+from lepton_core.spec.params import PlanOptions, SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
 from lepton_core.validation.drift import comparisons
 from tasks.data import migrate_dataset_task
+from tasks.plan import plan_migration_task
 from tasks.report import write_run_report
 from tasks.spec import check_spec, prepare_demo
 from tasks.store import reach_object_store
 from tasks.validation import drift_task, publish_data_docs_task, validate_source_task, validate_target_task
 
 
-# Datasets are copied two at a time: each copy already keeps many transfers in flight.
+# Datasets are copied two at a time (each copy already keeps many transfers in flight), beside the planner.
 @flow(name="migrate", description="Move an AI system's data, model and services to the cloud, as its spec says.",
-      task_runner=ThreadPoolTaskRunner(max_workers=2))
-def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides()) -> str:
+      task_runner=ThreadPoolTaskRunner(max_workers=3))
+def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides(),
+            planning: PlanOptions = PlanOptions()) -> str:
     """Run the migration described by ``spec``; returns the path of the run report.
 
     Args:
         spec: the spec to run (the bundled demo when no path is given).
         target: changes to the spec's cloud target for this run only.
+        planning: how the order of the services' move is planned.
     """
     started = dt.datetime.now(dt.timezone.utc)
     root = str(state_dir())
@@ -52,10 +55,14 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     profiles = {g.dataset: g.profile for g in gates}
     drifts = [drift_task(*pair, run_dir) for pair in comparisons(loaded.spec, profiles)]
 
-    # 3. The object store: start the embedded server or reach the cloud's; retried if transient.
+    # 3. The plan: the yardsticks and the exact planner in the simulator, the cheapest kept. It runs
+    #    beside the data copies (the solver is CPU, the copies are I/O).
+    plan = plan_migration_task.submit(loaded, planning, run_dir) if loaded.spec.services else None
+
+    # 4. The object store: start the embedded server or reach the cloud's; retried if transient.
     info = reach_object_store(loaded.spec.target, root, loaded.spec.name)
 
-    # 4. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry;
+    # 5. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry;
     #    then each copy's gate: the same objects and hashes as the source.
     copies = [migrate_dataset_task.submit(loaded, d.name, root) for d in loaded.spec.datasets]
     checks = [validate_target_task.submit(loaded, d.name, root, run_dir, wait_for=[c])
@@ -63,12 +70,13 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     summaries = [c.result() for c in copies]
     copy_gates = [c.result() for c in checks]
 
-    # 5. The gates' Data Docs next to the data; the report, in the run's folder and as an artifact.
+    # 6. The gates' Data Docs next to the data; the report, in the run's folder and as an artifact.
     docs_uri = publish_data_docs_task(loaded, root, run_dir, run_name)
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
-        stages=(spec_stage(loaded), validation_stage(gates, "source", run_dir), drift_stage(drifts), store_stage(info),
+        stages=(spec_stage(loaded), validation_stage(gates, "source", run_dir), drift_stage(drifts),
+                *([plan_stage(plan.result(), run_dir)] if plan else []), store_stage(info),
                 data_stage(summaries), validation_stage(copy_gates, "target", run_dir, docs_uri)),
     )
     return write_run_report(report, run_dir)

@@ -21,6 +21,7 @@ class StageResult(BaseModel):
     status: Literal["ok", "skipped", "failed"] = Field(description="Outcome.")
     summary: str = Field(description="One line on what happened.")
     details: tuple[tuple[str, str], ...] = Field(default=(), description="Name/value rows shown as a table.")
+    images: tuple[tuple[str, str], ...] = Field(default=(), description="(caption, path relative to the run folder) of charts.")
 
 
 class RunReport(BaseModel):
@@ -61,9 +62,12 @@ def render_markdown(report: RunReport) -> str:
         *(f"| {_cell(s.stage)} | {s.status} | {_cell(s.summary)} |" for s in report.stages),
     ]
     for s in report.stages:
-        if not s.details:
+        if not s.details and not s.images:
             continue
-        out += ["", f"## {s.stage}", "", "| | |", "|---|---|", *(f"| {_cell(k)} | {_cell(v)} |" for k, v in s.details)]
+        out += ["", f"## {s.stage}"]
+        if s.details:
+            out += ["", "| | |", "|---|---|", *(f"| {_cell(k)} | {_cell(v)} |" for k, v in s.details)]
+        out += [line for caption, path in s.images for line in ("", f"![{caption}]({path})")]
     return "\n".join(out) + "\n"
 
 

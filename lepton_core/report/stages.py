@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lepton_core.data.engine import TransferSummary
 from lepton_core.report.run_report import StageResult
+from lepton_core.sim.plan import Plan, cheapest
 from lepton_core.spec import LoadedSpec
 from lepton_core.store.target import TargetInfo
 from lepton_core.validation.drift import DriftReport
@@ -80,3 +81,23 @@ def drift_stage(reports: list[DriftReport]) -> StageResult:
     worst = max(reports, key=lambda r: r.max_distance)
     return StageResult(stage="drift", status="ok", details=rows,
                        summary=f"{len(reports)} comparison{'' if len(reports) == 1 else 's'}; largest distance {worst.max_distance:.3f} ({worst.dataset} vs {worst.baseline})")
+
+
+def plan_stage(plans: list[Plan], run_dir: str) -> StageResult:
+    """The methods side by side, then the cheapest plan step by step, and its Gantt chart."""
+    best = cheapest(plans)
+    runner_up = min((p for p in plans if p is not best), key=lambda p: p.outcome.total_cost, default=None)
+    rows = []
+    for p in plans:
+        o = p.outcome
+        finish = f"all in the cloud after {o.finish_hour} h" if o.finish_hour is not None else f"not finished in {o.hours} h"
+        rows.append((p.method, f"${o.total_cost:,.2f}; {finish}; downtime {o.downtime_minutes:g} min"
+                               + "".join(f"; {n}" for n in p.notes)))
+    for name, start, over, cloud in best.outcome.schedule:
+        step = next(st for st in best.steps if st.workload == name)
+        rows.append((f"{name}", f"{step.instance_type}: transfer from hour {start}, cutover from {over}, in the cloud from {cloud}"))
+    margin = f", ${runner_up.outcome.total_cost - best.outcome.total_cost:,.2f} less than {runner_up.method}" if runner_up else ""
+    chart = Path(run_dir) / "plan" / "gantt.png"
+    return StageResult(stage="plan", status="ok", details=tuple(rows),
+                       summary=f"{best.method}: ${best.outcome.total_cost:,.2f} for {len(best.steps)} services{margin}",
+                       images=((f"{best.method} plan", _relative(str(chart), run_dir)),) if chart.is_file() else ())

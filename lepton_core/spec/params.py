@@ -36,3 +36,16 @@ class TargetOverrides(StrictModel):
 
         target = validate_model(TargetSpec, {**spec.target.model_dump(), **changes}, {}, "target overrides")
         return spec.model_copy(update={"target": target})
+
+
+class PlanOptions(StrictModel):
+    """How the run plans the order in which services move (the simulator's yardsticks and the exact planner)."""
+
+    exact_seconds: float = Field(
+        default=30.0, ge=0, le=3600,
+        description="Seconds the exact planner (CP-SAT) may search; it returns its best plan and bound when time runs "
+                    "out. 0 plans with the heuristics only.",
+    )
+    link: str | None = Field(default=None, max_length=128,
+                             description="The catalogue's network link to move data over; its first when empty.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the link's simulated hour-by-hour bandwidth.")

@@ -47,7 +47,7 @@ def report_of(proc: subprocess.CompletedProcess) -> Path:
 
 
 def test_run_with_an_ephemeral_prefect(demo_full: Path, user_env: dict[str, str]) -> None:
-    proc = lepton(["run", str(demo_full)], user_env)
+    proc = lepton(["run", str(demo_full), "--plan-seconds", "2"], user_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = report_of(proc)
     assert report.is_file() and "- status: **ok**" in report.read_text()
@@ -75,7 +75,7 @@ def test_run_against_a_prefect_server(demo_full: Path, user_env: dict[str, str],
             assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
             time.sleep(0.5)
         env = {**user_env, "PREFECT_API_URL": api, "PREFECT_SERVER_EPHEMERAL_ENABLED": "false"}
-        proc = lepton(["run", str(demo_full), "--prefix", "e2e"], env)
+        proc = lepton(["run", str(demo_full), "--prefix", "e2e", "--plan-seconds", "2"], env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Starting temporary server" not in proc.stdout + proc.stderr
         # the run is recorded in that server, Completed, with its report artifact

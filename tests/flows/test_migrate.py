@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from flows.migrate import migrate
 from lepton_core.errors import is_transient
 from lepton_core.spec import SpecError, TargetSpec
-from lepton_core.spec.params import SpecRef, TargetOverrides
+from lepton_core.spec.params import PlanOptions, SpecRef, TargetOverrides
 from lepton_core.state import store_dir
 from lepton_core.store import EmbeddedStore, ObjectStore, StoreAuthError, StoreError
 from lepton_core.store.target import PROBE_KEY, TargetInfo
@@ -27,7 +28,8 @@ def task_runs(flow_run_id) -> dict[str, object]:
 
 
 def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_home: Path) -> None:
-    state = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"), return_state=True)
+    state = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"),
+                    planning=PlanOptions(exact_seconds=5), return_state=True)
     assert state.is_completed(), state.message
     report = Path(state.result())
     assert report.parent.parent == flow_home / "runs"
@@ -56,7 +58,7 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
                                            "migrate-digits-cloud", "migrate-request-log", "validate-source-digits-onprem",
                                            "validate-source-digits-cloud", "validate-source-request-log",
                                            "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log",
-                                           "drift-digits-cloud-vs-digits-onprem", "publish-data-docs"}
+                                           "drift-digits-cloud-vs-digits-onprem", "publish-data-docs", "plan-migration"}
     # profiles and Data Docs are in the run's folder; the Data Docs also next to the data; drift is reported
     run = report.parent
     assert sorted(p.name for p in (run / "profiles").iterdir()) == ["digits-cloud.json", "digits-onprem.json", "request-log.json"]
@@ -68,6 +70,14 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     assert {f"flow-test/data-docs/{run.name}/{d}/index.html" for d in docs} <= uploaded
     assert f"uploaded to s3://lepton-demo/flow-test/data-docs/{run.name}/" in text
     assert "| drift | ok | 1 comparison; largest distance 0." in text
+    # the plan: every method side by side, the cheapest (the exact planner's, never worse) step by step, its chart
+    assert re.search(r"\| plan \| ok \| exact: \$[\d,.]+ for 12 services, \$[\d,.]+ less than (lift-shift|waves|greedy) \|", text)
+    assert all(f"| {m} | $" in text for m in ("lift-shift", "waves", "greedy", "exact"))
+    assert "![exact plan](plan/gantt.png)" in text and (run / "plan/gantt.png").stat().st_size > 10_000
+    plans = json.loads((run / "plan/plans.json").read_text())
+    assert [p["method"] for p in plans] == ["lift-shift", "waves", "greedy", "exact"]
+    assert plans[-1]["total_cost"] <= min(p["total_cost"] for p in plans[:-1])
+    assert len(plans[-1]["schedule"]) == 12 and any(a.key == "migration-plan" for a in artifacts)
     drift = next(a for a in artifacts if a.key == "drift-digits-cloud")
     assert drift.data.startswith("# Drift of `digits-cloud` from `digits-onprem`: reported (no limit set)")
     source_gate = next(a for a in artifacts if a.key == "validation-source-digits-onprem")
@@ -76,7 +86,8 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     from lepton_core.data.engine import read_manifest
 
     assert len(read_manifest(store, "lepton-demo", "flow-test/datasets/digits-cloud").objects) == 1797
-    again = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"), return_state=True)
+    again = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"),
+                    planning=PlanOptions(exact_seconds=0), return_state=True)
     assert "(0 sent this run)" in Path(again.result()).read_text()
 
 
@@ -154,7 +165,7 @@ def test_store_task_retries_only_transient_errors(monkeypatch: pytest.MonkeyPatc
 def test_validate_flow_checks_every_copy_and_fails_on_a_bad_one(demo_full: Path, flow_home: Path) -> None:
     from flows.validate import validate
 
-    assert migrate(spec=SpecRef(path=str(demo_full)), return_state=True).is_completed()
+    assert migrate(spec=SpecRef(path=str(demo_full)), planning=PlanOptions(exact_seconds=0), return_state=True).is_completed()
     lines = validate(spec=SpecRef(path=str(demo_full)), side="target")
     assert lines[:3] == ["digits-onprem: 6 target expectations passed", "digits-cloud: 6 target expectations passed",
                          "request-log: 7 target expectations passed"]

@@ -1,0 +1,48 @@
+"""The planning task: every yardstick and the exact planner on the spec's services, side by side.
+
+The cheapest plan is the run's; its table, the comparison and a Gantt chart go into the run's
+folder and a Prefect artifact. Bad input (no services, an unknown link) fails fast, never retried.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from lepton_core.fsutil import atomic_write_text
+from lepton_core.sim.plan import Plan, cheapest, compare, comparison_lines, plan_lines
+from lepton_core.spec import LoadedSpec
+from lepton_core.spec.params import PlanOptions
+
+
+@task(name="plan-migration")
+def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) -> list[Plan]:
+    """Every plan (the heuristics, then the exact planner's); the run follows the cheapest.
+    Writes ``plan/gantt.png``, ``plan/plans.json`` and ``plan/plan.txt`` under ``run_dir``."""
+    from lepton_core.sim.chart import gantt_png
+    from lepton_core.sim.scenario import from_spec
+
+    scenario = from_spec(loaded, link=options.link, seed=options.seed)
+    plans = compare(scenario, exact=options.exact_seconds > 0, time_limit_s=options.exact_seconds)
+    best = cheapest(plans)
+    out = Path(run_dir) / "plan"
+    gantt_png(best, out / "gantt.png")
+    atomic_write_text(out / "plans.json", json.dumps([plan_record(p) for p in plans], indent=2))
+    text = comparison_lines(plans) + [""] + plan_lines(best, scenario)
+    atomic_write_text(out / "plan.txt", "\n".join(text) + "\n")
+    get_run_logger().info("plan: %s, $%.2f over %d h", best.method, best.outcome.total_cost, scenario.horizon)
+    create_markdown_artifact(key="migration-plan", markdown="```\n" + "\n".join(text) + "\n```\n",
+                             description=f"Migration plan for {loaded.spec.name}")
+    return plans
+
+
+def plan_record(plan: Plan) -> dict:
+    o = plan.outcome
+    return {"method": plan.method, "notes": list(plan.notes),
+            "steps": [{"workload": s.workload, "instance_type": s.instance_type, "start_hour": s.start_hour} for s in plan.steps],
+            "total_cost": o.total_cost, "breakdown": o.breakdown, "finish_hour": o.finish_hour,
+            "downtime_minutes": o.downtime_minutes,
+            "schedule": [dict(zip(("workload", "transfer_from", "cutover_from", "cloud_from"), row, strict=True)) for row in o.schedule]}
