@@ -8,7 +8,11 @@ both). Both run the same calls, so episodes end and autoreset inside the timed l
 scenario is drawn for each). Figures are env-steps per second (copies times calls), the median of
 ``--repeats`` timed runs after a warm-up run.
 
-Run: .venv/bin/python benchmarks/simulator.py [--steps 100] [--repeats 3]
+Then the exact planner (CP-SAT, 2 workers): its time to prove the optimum on generated scenarios
+of 4, 6 and 8 workloads (``--exact-scenarios`` each, seeds 0..), starting from the cheapest
+heuristic's plan, with its saving over that plan; medians over the scenarios.
+
+Run: .venv/bin/python benchmarks/simulator.py [--steps 100] [--repeats 3] [--exact-scenarios 3]
 The last line printed is one JSON object.
 """
 
@@ -25,6 +29,9 @@ import gymnasium as gym
 import numpy as np
 
 from lepton_core.sim.env import CloudMigrationEnv
+from lepton_core.sim.exact import solve
+from lepton_core.sim.plan import HEURISTICS, yardstick
+from lepton_core.sim.scenario import generate
 from lepton_core.sim.vector import VectorCloudMigrationEnv
 
 WORKLOADS = 16
@@ -64,6 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--exact-scenarios", type=int, default=3)
     args = parser.parse_args()
     out: dict[str, object] = {"workloads": WORKLOADS, "steps": args.steps}
     for n in (1, 64, 1024):
@@ -76,6 +84,20 @@ def main() -> None:
         out[f"vector_steps_per_s_{n}"] = round(v)
         out[f"sync_steps_per_s_{n}"] = round(s)
         out[f"speedup_vs_sync_{n}"] = round(v / s, 1)
+    for n in (4, 6, 8):
+        seconds, savings, proved = [], [], 0
+        for seed in range(args.exact_scenarios):
+            s = generate(np.random.default_rng(seed), n)
+            best = min((yardstick(s, m) for m in HEURISTICS), key=lambda p: p.outcome.total_cost)
+            result = solve(s, time_limit_s=300, hint=best)
+            proved += result.optimal
+            seconds.append(result.seconds)
+            savings.append(1 - result.plan.outcome.total_cost / best.outcome.total_cost)
+        print(f"exact planner, {n} workloads: proved {proved}/{len(seconds)}, median {statistics.median(seconds):.1f} s "
+              f"(max {max(seconds):.1f} s), median saving over the best heuristic {statistics.median(savings):.2%}")
+        out[f"exact_prove_s_{n}"] = round(statistics.median(seconds), 2)
+        out[f"exact_proved_{n}"] = f"{proved}/{len(seconds)}"
+        out[f"exact_saving_vs_best_heuristic_{n}"] = round(statistics.median(savings), 4)
     out.update(machine=f"{platform.machine()}, {os.cpu_count()} cores", date=time.strftime("%Y-%m-%d"))
     print(json.dumps(out))
 
