@@ -88,7 +88,7 @@ def test_run_against_a_prefect_server(demo_full: Path, user_env: dict[str, str],
         with urllib.request.urlopen(req, timeout=10) as r:
             artifacts = json.load(r)
         gates = [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
-        assert sorted(a["key"] for a in artifacts if a["key"]) == sorted(["migration-report", "drift-digits-cloud", *gates])
+        assert sorted(a["key"] for a in artifacts if a["key"]) == sorted(["migration-report", "migration-plan", "drift-digits-cloud", *gates])
         assert sorted(a["type"] for a in artifacts if not a["key"]) == ["progress"] * 3  # one per dataset copy
         assert report_of(proc).is_file()
     finally:
