@@ -91,12 +91,10 @@ def solve(scenario: Scenario, time_limit_s: float = 30.0, workers: int = 2, seed
     seconds = time.perf_counter() - began
     if solved is None and hint is not None and hint.outcome is not None:
         # nothing found in time (on large scenarios the presolve alone can take that long): the hint stands
-        polished, outcome = polish(s, hint.steps, hint.outcome, replays=_polish_replays(time_limit_s))
-        note = f"no plan better than {hint.method}'s found in {seconds:.1f} s (no bound)"
-        if outcome.total_cost < hint.outcome.total_cost - 1e-9:
-            note += f"; overlapping transfers lowers it from ${hint.outcome.total_cost:,.2f} to ${outcome.total_cost:,.2f}"
-        return ExactResult(plan=Plan("exact", polished, outcome, notes=(note,)), optimal=False,
-                           objective=hint.outcome.total_cost, bound=float("nan"), seconds=seconds, model_steps=hint.steps)
+        plan = _polished(s, hint.steps, hint.outcome, f"no plan better than {hint.method}'s found in {seconds:.1f} s (no bound)",
+                         time_limit_s)
+        return ExactResult(plan=plan, optimal=False, objective=hint.outcome.total_cost, bound=float("nan"),
+                           seconds=seconds, model_steps=hint.steps)
     if solved is None:
         raise NoPlanFound(f"exact planner: no plan found within {time_limit_s:g} s, or none moves all {s.n} workloads within the {s.horizon} h horizon")
     steps, objective, bound, optimal = solved
@@ -106,11 +104,16 @@ def solve(scenario: Scenario, time_limit_s: float = 30.0, workers: int = 2, seed
     if hint is not None and hint.outcome is not None and hint.outcome.total_cost < outcome.total_cost:
         steps, outcome = hint.steps, hint.outcome  # a plan that overlaps transfers more can be cheaper
         note += f"; the {hint.method} plan is cheaper"
+    plan = _polished(s, steps, outcome, note, time_limit_s)
+    return ExactResult(plan=plan, optimal=optimal, objective=objective, bound=bound, seconds=seconds, model_steps=model_steps)
+
+
+def _polished(s: Scenario, steps: tuple[PlanStep, ...], outcome: Outcome, note: str, time_limit_s: float) -> Plan:
+    """The exact planner's plan: ``steps`` after the local search, its note saying what that gained."""
     polished, polished_outcome = polish(s, steps, outcome, replays=_polish_replays(time_limit_s))
     if polished_outcome.total_cost < outcome.total_cost - 1e-9:
         note += f"; overlapping transfers lowers it from ${outcome.total_cost:,.2f} to ${polished_outcome.total_cost:,.2f}"
-    plan = Plan("exact", polished, polished_outcome, notes=(note,))
-    return ExactResult(plan=plan, optimal=optimal, objective=objective, bound=bound, seconds=seconds, model_steps=model_steps)
+    return Plan("exact", polished, polished_outcome, notes=(note,))
 
 
 def polish(scenario: Scenario, steps: tuple[PlanStep, ...], outcome: Outcome, replays: int = 200,
