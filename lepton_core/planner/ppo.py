@@ -1,0 +1,349 @@
+"""PPO, written by us in CleanRL's reading order and vocabulary (``ppo.py``), but importable.
+
+``train`` collects ``num_steps`` steps from ``num_envs`` copies of a vector env, computes
+advantages with GAE, and updates the agent for ``update_epochs`` epochs over ``num_minibatches``
+minibatches with the clipped surrogate, an (optionally clipped) value loss and an entropy bonus,
+global gradient clipping, a linearly annealed learning rate and an optional target-KL early stop.
+
+Invalid actions: the env's ``info["action_mask"]`` is stored with each step and applied again in
+the update, so the new and old policies are compared over the same valid actions.
+
+Autoreset: the vector env must declare ``AutoresetMode.SAME_STEP`` (``VectorCloudMigrationEnv``
+does; ``gymnasium.make_vec(..., vector_kwargs={"autoreset_mode": SAME_STEP})`` for others). A
+step that ends an episode returns the next episode's first observation, so every stored
+transition is a real one; a truncated episode's reward is bootstrapped with the value of its
+final observation (``info["final_obs"]``), a terminated one's is not.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn, optim
+
+from lepton_core.fsutil import atomic_path
+
+LOG_FIELDS = ("iteration", "global_step", "sps", "learning_rate", "value_loss", "policy_loss", "entropy", "old_approx_kl",
+              "approx_kl", "clipfrac", "explained_variance", "episodes", "episodic_return", "episodic_cost")
+
+
+class PPOConfig(BaseModel):
+    """Hyperparameters; the defaults are CleanRL's for CartPole-v1."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seed: int = Field(1, ge=0, description="Seed of torch, numpy and the envs.")
+    total_timesteps: int = Field(500_000, ge=1, description="Env steps to train for (all copies together).")
+    learning_rate: float = Field(2.5e-4, gt=0, le=1, description="Adam's learning rate at the start.")
+    anneal_lr: bool = Field(True, description="Anneal the learning rate linearly to 0 over the run.")
+    num_envs: int = Field(4, ge=1, le=65_536, description="Copies of the env stepped together.")
+    num_steps: int = Field(128, ge=1, description="Steps per copy in each rollout.")
+    gamma: float = Field(0.99, ge=0, le=1, description="Discount factor.")
+    gae_lambda: float = Field(0.95, ge=0, le=1, description="Lambda of generalised advantage estimation.")
+    num_minibatches: int = Field(4, ge=1, description="Minibatches per epoch.")
+    update_epochs: int = Field(4, ge=1, description="Epochs over each rollout.")
+    norm_adv: bool = Field(True, description="Normalise advantages within each minibatch.")
+    clip_coef: float = Field(0.2, gt=0, description="Surrogate clipping coefficient.")
+    clip_vloss: bool = Field(True, description="Clip the value loss as the surrogate is clipped.")
+    ent_coef: float = Field(0.01, ge=0, description="Entropy bonus coefficient.")
+    vf_coef: float = Field(0.5, ge=0, description="Value loss coefficient.")
+    max_grad_norm: float = Field(0.5, gt=0, description="Global gradient norm clip.")
+    target_kl: float | None = Field(None, gt=0, description="Stop an update's epochs early once approx_kl exceeds this.")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="'auto' takes CUDA when present.")
+
+    @property
+    def batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    @property
+    def minibatch_size(self) -> int:
+        return max(1, self.batch_size // self.num_minibatches)
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, self.total_timesteps // self.batch_size)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def compute_gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
+                next_done: torch.Tensor, gamma: float, gae_lambda: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advantages and returns, shapes (T, N). ``dones[t]`` says the observation at t began a new
+    episode (the step before ended one); ``next_done`` the same of the observation after the last."""
+    T = rewards.shape[0]
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = torch.zeros_like(next_value)
+    for t in reversed(range(T)):
+        if t == T - 1:
+            nextnonterminal, nextvalues = 1.0 - next_done, next_value
+        else:
+            nextnonterminal, nextvalues = 1.0 - dones[t + 1], values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+# -- observations that are arrays or dicts of arrays ---------------------------------------------
+def _map(obs, fn):
+    return {k: fn(v) for k, v in obs.items()} if isinstance(obs, dict) else fn(obs)
+
+
+def _alloc(example, steps: int):
+    return _map(example, lambda v: torch.zeros((steps, *v.shape), dtype=v.dtype, device=v.device))
+
+
+def _put(buffer, t: int, obs) -> None:
+    if isinstance(obs, dict):
+        for k, v in obs.items():
+            buffer[k][t] = v
+    else:
+        buffer[t] = obs
+
+
+def _take(buffer, index):
+    return _map(buffer, lambda v: v[index])
+
+
+@dataclass
+class Batch:
+    """One rollout, flattened over (steps, copies)."""
+
+    obs: Any
+    logprobs: torch.Tensor
+    actions: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    values: torch.Tensor
+    masks: torch.Tensor | None
+
+
+def ppo_update(agent: nn.Module, optimizer: optim.Optimizer, b: Batch, cfg: PPOConfig,
+               generator: torch.Generator | None = None) -> list[dict[str, float]]:
+    """The update epochs over one batch; per minibatch: the losses, entropy, approx_kl (old and new
+    estimators), clipfrac, and the largest |ratio - 1| (0 on the first minibatch: nothing changed yet)."""
+    stats = []
+    n = b.actions.shape[0]
+    for _epoch in range(cfg.update_epochs):
+        order = torch.randperm(n, generator=generator).to(b.actions.device)
+        for start in range(0, n, cfg.minibatch_size):
+            mb = order[start:start + cfg.minibatch_size]
+            mask = b.masks[mb] if b.masks is not None else None
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(_take(b.obs, mb), b.actions[mb], mask)
+            logratio = newlogprob - b.logprobs[mb]
+            ratio = logratio.exp()
+            with torch.no_grad():
+                old_approx_kl = (-logratio).mean()
+                approx_kl = ((ratio - 1) - logratio).mean()
+                clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+
+            mb_adv = b.advantages[mb]
+            if cfg.norm_adv and len(mb) > 1:
+                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+
+            newvalue = newvalue.view(-1)
+            if cfg.clip_vloss:
+                v_unclipped = (newvalue - b.returns[mb]) ** 2
+                v_clipped = b.values[mb] + torch.clamp(newvalue - b.values[mb], -cfg.clip_coef, cfg.clip_coef)
+                v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b.returns[mb]) ** 2).mean()
+            else:
+                v_loss = 0.5 * ((newvalue - b.returns[mb]) ** 2).mean()
+            entropy_loss = entropy.mean()
+            loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
+
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            stats.append({"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy_loss.item(),
+                          "old_approx_kl": old_approx_kl.item(), "approx_kl": approx_kl.item(), "clipfrac": clipfrac.item(),
+                          "ratio_dev": (ratio - 1).abs().max().item()})
+        if cfg.target_kl is not None and stats[-1]["approx_kl"] > cfg.target_kl:
+            break
+    return stats
+
+
+@dataclass
+class TrainResult:
+    global_step: int
+    iterations: int
+    episode_returns: list[float] = field(default_factory=list)
+    episode_costs: list[float] = field(default_factory=list)
+    log: list[dict[str, float]] = field(default_factory=list)
+
+
+def save_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimizer, global_step: int, iteration: int,
+                    cfg: PPOConfig) -> Path:
+    """Weights, optimiser state and counters (tensors, numbers and strings only: loadable with
+    ``weights_only=True``), written atomically."""
+    state = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "global_step": int(global_step),
+             "iteration": int(iteration), "config": cfg.model_dump_json()}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimizer | None = None) -> dict[str, Any]:
+    """Load weights (and the optimiser state) saved by ``save_checkpoint``; returns the counters."""
+    state = torch.load(path, map_location=agent.device, weights_only=True)
+    agent.load_state_dict(state["agent"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    return {"global_step": state["global_step"], "iteration": state["iteration"], "config": state["config"]}
+
+
+def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = None, checkpoint: str | Path | None = None,
+          resume: str | Path | None = None, on_iteration: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train ``agent`` on the vector env ``envs`` (``cfg.num_envs`` copies, SAME_STEP autoreset).
+
+    Logs each iteration to ``log_dir/progress.csv`` (and TensorBoard when it is installed); saves
+    ``checkpoint`` after every iteration; ``resume`` continues from a checkpoint's weights,
+    optimiser and step count (the learning rate schedule goes on from there)."""
+    mode = envs.metadata.get("autoreset_mode")
+    if mode != AutoresetMode.SAME_STEP:
+        raise ValueError(f"the vector env's autoreset mode is {mode}; PPO here needs AutoresetMode.SAME_STEP")
+    if envs.num_envs != cfg.num_envs:
+        raise ValueError(f"the vector env has {envs.num_envs} copies; the config says num_envs={cfg.num_envs}")
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    device = agent.device
+    optimizer = optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5)
+    global_step, first_iteration = 0, 1
+    if resume is not None:
+        counters = load_checkpoint(resume, agent, optimizer)
+        global_step, first_iteration = counters["global_step"], counters["iteration"] + 1
+    writer, csv_file, csv_writer = _loggers(log_dir, resume is not None)
+    generator = torch.Generator().manual_seed(cfg.seed + first_iteration)
+    T, N = cfg.num_steps, cfg.num_envs
+
+    next_obs_np, info = envs.reset(seed=cfg.seed + first_iteration - 1)
+    next_obs = agent.obs_to_tensor(next_obs_np)
+    next_mask = _mask(info, device)
+    next_done = torch.zeros(N, device=device)
+    obs = _alloc(next_obs, T)
+    masks = torch.zeros((T, *next_mask.shape), dtype=torch.bool, device=device) if next_mask is not None else None
+    actions = torch.zeros((T, N), dtype=torch.long, device=device)
+    logprobs, rewards, dones, values = (torch.zeros((T, N), device=device) for _ in range(4))
+    running_return = np.zeros(N)
+    result = TrainResult(global_step=global_step, iterations=0)
+
+    try:
+        for iteration in range(first_iteration, cfg.num_iterations + 1):
+            began, done_returns, done_costs = time.perf_counter(), [], []
+            if cfg.anneal_lr:
+                optimizer.param_groups[0]["lr"] = (1.0 - (iteration - 1.0) / cfg.num_iterations) * cfg.learning_rate
+
+            for step in range(T):
+                global_step += N
+                _put(obs, step, next_obs)
+                dones[step] = next_done
+                if masks is not None:
+                    masks[step] = next_mask
+                with torch.no_grad():
+                    action, logprob, _, value = agent.get_action_and_value(next_obs, mask=next_mask)
+                values[step], actions[step], logprobs[step] = value.flatten(), action, logprob
+
+                next_obs_np, reward, terminations, truncations, info = envs.step(action.cpu().numpy())
+                reward = np.asarray(reward, dtype=np.float64)
+                running_return += reward
+                ended = np.logical_or(terminations, truncations)
+                if truncations.any():  # bootstrap a time-limit ending from its final observation's value
+                    final = agent.obs_to_tensor(_final_rows(info["final_obs"], np.flatnonzero(truncations)))
+                    with torch.no_grad():
+                        reward[truncations] += cfg.gamma * agent.get_value(final).flatten().cpu().numpy()
+                if ended.any():
+                    done_returns += running_return[ended].tolist()
+                    if "final_total_cost" in info:
+                        done_costs += np.asarray(info["final_total_cost"])[ended].tolist()
+                    running_return[ended] = 0.0
+                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+                next_obs, next_mask = agent.obs_to_tensor(next_obs_np), _mask(info, device)
+                next_done = torch.as_tensor(ended, dtype=torch.float32, device=device)
+
+            with torch.no_grad():
+                next_value = agent.get_value(next_obs).reshape(1, -1)[0]
+                advantages, returns = compute_gae(rewards, values, dones, next_value, next_done, cfg.gamma, cfg.gae_lambda)
+
+            flat = lambda t: t.reshape(-1, *t.shape[2:])  # noqa: E731
+            batch = Batch(obs=_map(obs, flat), logprobs=flat(logprobs), actions=flat(actions), advantages=flat(advantages),
+                          returns=flat(returns), values=flat(values), masks=flat(masks) if masks is not None else None)
+            stats = ppo_update(agent, optimizer, batch, cfg, generator)
+
+            y_pred, y_true = batch.values.cpu().numpy(), batch.returns.cpu().numpy()
+            var_y = np.var(y_true)
+            last = stats[-1]
+            row = {"iteration": iteration, "global_step": global_step, "sps": T * N / (time.perf_counter() - began),
+                   "learning_rate": optimizer.param_groups[0]["lr"], **{k: last[k] for k in LOG_FIELDS if k in last},
+                   "explained_variance": float("nan") if var_y == 0 else float(1 - np.var(y_true - y_pred) / var_y),
+                   "episodes": len(done_returns),
+                   "episodic_return": float(np.mean(done_returns)) if done_returns else float("nan"),
+                   "episodic_cost": float(np.mean(done_costs)) if done_costs else float("nan")}
+            result.episode_returns += done_returns
+            result.episode_costs += done_costs
+            result.log.append(row)
+            result.global_step, result.iterations = global_step, result.iterations + 1
+            if csv_writer is not None:
+                csv_writer.writerow({k: row.get(k, "") for k in LOG_FIELDS})
+                csv_file.flush()
+            if writer is not None:
+                for k, v in row.items():
+                    if k not in ("iteration", "global_step"):
+                        writer.add_scalar(f"charts/{k}" if k in ("sps", "learning_rate", "episodic_return", "episodic_cost", "episodes")
+                                          else f"losses/{k}", v, global_step)
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, agent, optimizer, global_step, iteration, cfg)
+            if on_iteration is not None:
+                on_iteration(row)
+    finally:
+        if csv_file is not None:
+            csv_file.close()
+        if writer is not None:
+            writer.close()
+    return result
+
+
+def _mask(info: dict, device: torch.device) -> torch.Tensor | None:
+    mask = info.get("action_mask")
+    return None if mask is None else torch.as_tensor(np.asarray(mask), dtype=torch.bool, device=device)
+
+
+def _final_rows(final_obs, rows: np.ndarray):
+    """The final observations of ``rows``: the vector twin batches them in one dict; gymnasium's own
+    vector envs give an object array of per-copy observations."""
+    if isinstance(final_obs, dict):
+        return {k: np.asarray(v)[rows] for k, v in final_obs.items()}
+    final_obs = np.asarray(final_obs)
+    if final_obs.dtype == object:
+        return np.stack([final_obs[r] for r in rows])
+    return final_obs[rows]
+
+
+def _loggers(log_dir: str | Path | None, append: bool):
+    if log_dir is None:
+        return None, None, None
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "progress.csv"
+    fresh = not (append and path.is_file())
+    csv_file = path.open("w" if fresh else "a", newline="")
+    csv_writer = csv.DictWriter(csv_file, fieldnames=LOG_FIELDS)
+    if fresh:
+        csv_writer.writeheader()
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: the CSV has every figure
+        return None, csv_file, csv_writer
+    return SummaryWriter(str(log_dir)), csv_file, csv_writer

@@ -1,0 +1,146 @@
+"""The hand-written PPO: GAE, the first minibatch of an update, masking, a fast learning test,
+checkpoints and resume, and the autoreset mode it insists on."""
+
+from __future__ import annotations
+
+import csv
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from lepton_core.planner.policy import MaskedCategorical, MigrationAgent, MlpAgent
+from lepton_core.planner.ppo import Batch, PPOConfig, compute_gae, load_checkpoint, ppo_update, train
+
+
+def test_gae_equals_a_brute_force_sum_of_discounted_td_errors() -> None:
+    rng = np.random.default_rng(0)
+    T, N, gamma, lam = 7, 3, 0.9, 0.8
+    rewards, values = rng.normal(size=(T, N)), rng.normal(size=(T, N))
+    dones = (rng.random((T, N)) < 0.3).astype(float)  # dones[t]: the observation at t began an episode
+    next_value, next_done = rng.normal(size=N), (rng.random(N) < 0.5).astype(float)
+    adv, ret = compute_gae(*(torch.tensor(a) for a in (rewards, values, dones, next_value, next_done)), gamma, lam)
+    value_at = np.vstack([values, next_value])
+    done_at = np.vstack([dones, next_done])
+    for n in range(N):
+        for t in range(T):
+            expected, discount = 0.0, 1.0
+            for u in range(t, T):  # sum over the steps until the episode ends
+                alive = 1.0 - done_at[u + 1, n]
+                delta = rewards[u, n] + gamma * value_at[u + 1, n] * alive - values[u, n]
+                expected += discount * delta
+                if not alive:
+                    break
+                discount *= gamma * lam
+            assert adv[t, n].item() == pytest.approx(expected, abs=1e-9)
+    assert torch.allclose(ret, adv + torch.tensor(values))
+
+
+def test_the_first_minibatch_of_an_update_has_ratio_1_and_approx_kl_0() -> None:
+    torch.manual_seed(0)
+    agent = MlpAgent(5, 4)
+    obs = torch.randn(64, 5)
+    masks = torch.rand(64, 4) < 0.7
+    masks[:, 0] = True
+    with torch.no_grad():
+        actions, logprobs, _, values = agent.get_action_and_value(obs, mask=masks)
+    batch = Batch(obs=obs, logprobs=logprobs, actions=actions, advantages=torch.randn(64), returns=torch.randn(64),
+                  values=values.flatten(), masks=masks)
+    cfg = PPOConfig(num_envs=8, num_steps=8, num_minibatches=4, update_epochs=2)
+    stats = ppo_update(agent, torch.optim.Adam(agent.parameters(), lr=1e-2), batch, cfg, torch.Generator().manual_seed(0))
+    assert len(stats) == 8
+    assert stats[0]["ratio_dev"] < 1e-6 and abs(stats[0]["approx_kl"]) < 1e-9 and stats[0]["clipfrac"] == 0
+    assert max(s["ratio_dev"] for s in stats[1:]) > 1e-4  # and then the policy moves
+
+
+def test_masked_actions_are_never_sampled_and_carry_no_entropy() -> None:
+    torch.manual_seed(1)
+    logits = torch.randn(256, 9) * 3
+    mask = torch.rand(256, 9) < 0.4
+    mask[:, 4] = True
+    dist = MaskedCategorical(logits, mask)
+    for _ in range(50):
+        assert mask.gather(1, dist.sample()[:, None]).all()
+    assert (dist.probs[~mask] == 0).all()
+    only = MaskedCategorical(torch.zeros(1, 5), torch.tensor([[False, True, False, True, False]]))
+    assert only.entropy().item() == pytest.approx(np.log(2))
+
+
+class ContextBandit(gym.Env):
+    """One step an episode: the observation names the right arm (0 or 1, reward 1); arm 2 pays 0.5;
+    arm 3 would pay 10 but is masked out."""
+
+    observation_space = spaces.Box(0.0, 1.0, (2,), np.float32)
+    action_space = spaces.Discrete(4)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.context = int(self.np_random.integers(2))
+        return np.eye(2, dtype=np.float32)[self.context], {"action_mask": np.array([1, 1, 1, 0], np.int8)}
+
+    def step(self, action):
+        reward = {self.context: 1.0, 2: 0.5, 3: 10.0}.get(int(action), 0.0)
+        obs, info = self.reset()
+        return obs, reward, True, False, info
+
+
+def bandits(n: int):
+    return gym.vector.SyncVectorEnv([ContextBandit] * n, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+def test_a_small_env_with_a_known_best_action_is_learned_in_a_few_thousand_steps() -> None:
+    cfg = PPOConfig(total_timesteps=4096, num_envs=8, num_steps=32, learning_rate=3e-3, seed=3)
+    agent = MlpAgent(2, 4)
+    result = train(bandits(8), agent, cfg)
+    assert result.global_step == 4096 and result.iterations == 16
+    with torch.no_grad():
+        logits = agent.actor(torch.eye(2))
+    mask = torch.tensor([[True, True, True, False]] * 2)
+    greedy = torch.where(mask, logits, torch.full_like(logits, -1e8)).argmax(1)
+    assert greedy.tolist() == [0, 1]
+    assert np.mean(result.episode_returns[-200:]) > 0.9  # and the masked arm (10) was never taken
+    assert max(result.episode_returns) <= 1.0
+
+
+def test_a_checkpoint_round_trips_and_training_resumes_where_it_stopped(tmp_path) -> None:
+    cfg = PPOConfig(total_timesteps=8 * 16 * 4, num_envs=8, num_steps=16, seed=5)
+    short = cfg.model_copy(update={"total_timesteps": 8 * 16 * 2})
+    agent = MlpAgent(2, 4)
+    first = train(bandits(8), agent, short, log_dir=tmp_path / "log", checkpoint=tmp_path / "ppo.pt")
+    assert first.global_step == 256 and first.iterations == 2
+    again = MlpAgent(2, 4)
+    counters = load_checkpoint(tmp_path / "ppo.pt", again)  # weights_only=True inside
+    assert counters["global_step"] == 256 and counters["iteration"] == 2
+    assert all(torch.equal(a, b) for a, b in zip(agent.state_dict().values(), again.state_dict().values(), strict=True))
+    resumed = train(bandits(8), again, cfg, log_dir=tmp_path / "log", checkpoint=tmp_path / "ppo.pt", resume=tmp_path / "ppo.pt")
+    assert resumed.iterations == 2 and resumed.global_step == 512
+    with open(tmp_path / "log" / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4] and rows[-1]["global_step"] == "512"
+    assert float(rows[2]["learning_rate"]) == pytest.approx(cfg.learning_rate * (1 - 2 / 4))  # the schedule goes on
+
+
+def test_it_refuses_a_vector_env_that_autoresets_on_the_next_step() -> None:
+    envs = gym.vector.SyncVectorEnv([ContextBandit] * 2, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    with pytest.raises(ValueError, match="autoreset mode is AutoresetMode.NEXT_STEP; PPO here needs AutoresetMode.SAME_STEP"):
+        train(envs, MlpAgent(2, 4), PPOConfig(num_envs=2, num_steps=4, total_timesteps=8))
+
+
+def test_the_migration_policy_is_size_independent_and_trains_on_the_vector_twin() -> None:
+    from lepton_core.sim.env import CloudMigrationEnv
+    from lepton_core.sim.vector import VectorCloudMigrationEnv
+
+    envs = VectorCloudMigrationEnv(16, max_workloads=8, min_workloads=3, horizon=96)
+    agent = MigrationAgent(8, envs.n_types)
+    result = train(envs, agent, PPOConfig(total_timesteps=16 * 32 * 2, num_envs=16, num_steps=32, seed=2))
+    assert result.iterations == 2 and result.episode_costs and all(c > 0 for c in result.episode_costs)
+    # the same weights score a 3-workload and an 8-workload scenario; only valid actions get probability
+    for n in (3, 8):
+        env = CloudMigrationEnv(max_workloads=8, min_workloads=n, horizon=96)
+        obs, info = env.reset(seed=n)
+        batch = agent.obs_to_tensor({k: v[None] for k, v in obs.items()})
+        mask = torch.as_tensor(info["action_mask"][None], dtype=torch.bool)
+        probs = MaskedCategorical(agent.logits(batch), mask).probs[0]
+        assert probs.sum().item() == pytest.approx(1.0) and (probs[~mask[0]] == 0).all() and (probs[mask[0]] > 0).all()
