@@ -170,6 +170,7 @@ class Method(str, enum.Enum):
     lift_shift = "lift-shift"
     waves = "waves"
     greedy = "greedy"
+    ppo = "ppo"
     exact = "exact"
     all = "all"
 
@@ -178,10 +179,11 @@ class Method(str, enum.Enum):
 @guarded
 def plan(
     spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
-    method: Annotated[Method, typer.Option(help="How to plan: a yardstick heuristic, the exact planner (CP-SAT), or all of them side by side.")] = Method.greedy,
+    method: Annotated[Method, typer.Option(help="How to plan: a yardstick heuristic, the trained PPO planner, the exact planner (CP-SAT), or all of them side by side.")] = Method.greedy,
     link: Annotated[Optional[str], typer.Option(help="The catalogue's network link to move data over (its first by default).")] = None,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the link's hour-by-hour bandwidth.")] = 0,
     time_limit: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds the exact planner may search before it returns its best plan and bound.")] = 60.0,
+    policy: Annotated[Optional[Path], typer.Option(help="The trained planner's policy.pt (default: the one `lepton train-planner` wrote; --method all uses it when it exists).")] = None,
     chart: Annotated[Optional[Path], typer.Option(help="Write a Gantt chart of the plan (the cheapest, with --method all) to this PNG file.")] = None,
 ) -> None:
     """Plan the migration of the spec's services in the simulator and print the plan and its cost."""
@@ -190,20 +192,51 @@ def plan(
     from lepton_core.spec import load_spec
 
     scenario = from_spec(load_spec(spec), link=link, seed=seed)
+    agent = _policy(policy, required=method is Method.ppo or policy is not None)
     if method is Method.all:
-        plans = compare(scenario, time_limit_s=time_limit)
+        plans = compare(scenario, time_limit_s=time_limit, policy=agent)
         chosen = cheapest(plans)
         typer.echo(f"{len(plans)} plans for {scenario.n} workloads over {scenario.horizon} h:")
         for line in comparison_lines(plans):
             typer.echo(line)
     else:
-        chosen = make_plan(scenario, method.value, time_limit_s=time_limit)
+        chosen = make_plan(scenario, method.value, time_limit_s=time_limit, policy=agent)
     for line in plan_lines(chosen, scenario):
         typer.echo(line)
     if chart:
         from lepton_core.sim.chart import gantt_png
 
         typer.echo(f"chart: {gantt_png(chosen, chart)}")
+
+
+def _policy(path: Path | None, required: bool):
+    """The trained planner at ``path`` (or the default one); None when it is not required and absent."""
+    from lepton_core.planner.planner import POLICY_FILE, load_policy
+    from lepton_core.state import planner_dir
+
+    path = path or planner_dir() / POLICY_FILE
+    if not path.is_file() and not required:
+        return None
+    return load_policy(path)
+
+
+@app.command("train-planner")
+@guarded
+def train_planner_cmd(
+    steps: Annotated[int, typer.Option(min=1000, help="Simulated hours to train for, all simulators together.")] = 200_000,
+    envs: Annotated[int, typer.Option(min=1, max=65536, help="Simulators stepped together.")] = 64,
+    max_workloads: Annotated[int, typer.Option(min=2, max=256, help="The largest system the policy will plan.")] = 16,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the training run.")] = 1,
+    fresh: Annotated[bool, typer.Option(help="Start afresh instead of going on from a checkpoint of the same settings.")] = False,
+) -> None:
+    """Train the PPO migration planner on the simulator (the train-planner flow); plans then use it."""
+    from flows.train_planner import train_planner_flow
+    from lepton_core.spec.params import PlannerTraining
+
+    result = train_planner_flow(PlannerTraining(total_timesteps=steps, num_envs=envs, max_workloads=max_workloads,
+                                                seed=seed, fresh=fresh))
+    typer.echo(f"planner trained to {result['global_step']:,} steps; last mean episode cost ${result['final_cost']:,.2f}")
+    typer.echo(f"policy: {result['policy']}; learning curve: {result['curve']}")
 
 
 class _BarProgress:

@@ -30,3 +30,8 @@ def demo_dir(root: Path | None = None) -> Path:
 def runs_dir(root: Path | None = None) -> Path:
     """Each run writes its report and outputs into a folder of its own under this one."""
     return (root or state_dir()) / "runs"
+
+
+def planner_dir(root: Path | None = None) -> Path:
+    """The trained migration planner: its policy checkpoint, training log and learning curve."""
+    return (root or state_dir()) / "planner"

@@ -1,4 +1,5 @@
-"""The planning task: every yardstick and the exact planner on the spec's services, side by side.
+"""The planning task: every yardstick, the trained PPO planner (when the train-planner flow has
+made one) and the exact planner on the spec's services, side by side.
 
 The cheapest plan is the run's; its table, the comparison and a Gantt chart go into the run's
 folder and a Prefect artifact. Bad input (no services, an unknown link) fails fast, never retried.
@@ -26,7 +27,7 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
     from lepton_core.sim.scenario import from_spec
 
     scenario = from_spec(loaded, link=options.link, seed=options.seed)
-    plans = compare(scenario, exact=options.exact_seconds > 0, time_limit_s=options.exact_seconds)
+    plans = compare(scenario, exact=options.exact_seconds > 0, time_limit_s=options.exact_seconds, policy=_trained_policy())
     best = cheapest(plans)
     out = Path(run_dir) / "plan"
     gantt_png(best, out / "gantt.png")
@@ -37,6 +38,15 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
     create_markdown_artifact(key="migration-plan", markdown="```\n" + "\n".join(text) + "\n```\n",
                              description=f"Migration plan for {loaded.spec.name}")
     return plans
+
+
+def _trained_policy():
+    """The planner the train-planner flow left in the state folder, if any (else the run plans without it)."""
+    from lepton_core.planner.planner import POLICY_FILE, load_policy
+    from lepton_core.state import planner_dir
+
+    path = planner_dir() / POLICY_FILE
+    return load_policy(path) if path.is_file() else None
 
 
 def plan_record(plan: Plan) -> dict:

@@ -97,6 +97,7 @@ class MigrationAgent(nn.Module):
     def __init__(self, max_workloads: int, n_types: int, features: int = 16, globals_: int = 8, hidden: int = 64) -> None:
         super().__init__()
         self.max_workloads, self.n_types = max_workloads, n_types
+        self._spec = {"max_workloads": max_workloads, "n_types": n_types, "features": features, "globals_": globals_, "hidden": hidden}
         self.actor_encoder = _WorkloadEncoder(features, globals_, hidden)
         self.critic_encoder = _WorkloadEncoder(features, globals_, hidden)
         self.start_head = nn.Sequential(layer_init(nn.Linear(2 * hidden, hidden)), nn.Tanh(),
@@ -107,6 +108,10 @@ class MigrationAgent(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    def spec(self) -> dict[str, int]:
+        """The constructor's arguments, saved with a checkpoint so ``MigrationAgent(**spec)`` rebuilds it."""
+        return dict(self._spec)
 
     def obs_to_tensor(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32, device=self.device) for k, v in obs.items()}

@@ -187,10 +187,11 @@ class TrainResult:
 
 def save_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimizer, global_step: int, iteration: int,
                     cfg: PPOConfig) -> Path:
-    """Weights, optimiser state and counters (tensors, numbers and strings only: loadable with
-    ``weights_only=True``), written atomically."""
+    """Weights, optimiser state, counters and the agent's shape (``agent.spec()`` when it has one):
+    tensors, numbers and strings only, so it loads with ``weights_only=True``; written atomically."""
     state = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "global_step": int(global_step),
-             "iteration": int(iteration), "config": cfg.model_dump_json()}
+             "iteration": int(iteration), "config": cfg.model_dump_json(),
+             "agent_spec": agent.spec() if hasattr(agent, "spec") else {}}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
@@ -202,7 +203,8 @@ def load_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimiz
     agent.load_state_dict(state["agent"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
-    return {"global_step": state["global_step"], "iteration": state["iteration"], "config": state["config"]}
+    return {"global_step": state["global_step"], "iteration": state["iteration"], "config": state["config"],
+            "agent_spec": state.get("agent_spec", {})}
 
 
 def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = None, checkpoint: str | Path | None = None,
@@ -238,7 +240,7 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
     actions = torch.zeros((T, N), dtype=torch.long, device=device)
     logprobs, rewards, dones, values = (torch.zeros((T, N), device=device) for _ in range(4))
     running_return = np.zeros(N)
-    result = TrainResult(global_step=global_step, iterations=0)
+    result = TrainResult(global_step=global_step, iterations=0)  # a finished checkpoint resumes to no iterations
 
     try:
         for iteration in range(first_iteration, cfg.num_iterations + 1):

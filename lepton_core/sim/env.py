@@ -153,6 +153,10 @@ class CloudMigrationEnv(gym.Env):
         mask[1:1 + s.n * self.n_types] = grid.reshape(-1)
         return mask
 
+    def observe(self) -> dict[str, np.ndarray]:
+        """The observation of the current state (what the last ``reset`` or ``step`` returned)."""
+        return self._observation()
+
     def decode(self, action: int) -> tuple[int, int] | None:
         """(workload, instance type) of a start action; None for waiting."""
         return None if action == 0 else divmod(int(action) - 1, self.n_types)

@@ -21,7 +21,7 @@ from lepton_core.sim.env import CLOUD, CUTOVER, ONPREM, TRANSFER, CloudMigration
 from lepton_core.sim.scenario import Scenario
 
 HEURISTICS = ("lift-shift", "waves", "greedy")
-METHODS = (*HEURISTICS, "exact")
+METHODS = (*HEURISTICS, "ppo", "exact")
 EXACT_PROVES_UP_TO = 8  # workloads: the exact planner proves the optimum in seconds up to here
 
 
@@ -57,7 +57,7 @@ class Plan:
         return [(s.workload, s.instance_type, s.start_hour) for s in self.steps]
 
 
-def _episode(env: CloudMigrationEnv, choose: Callable[[CloudMigrationEnv, np.ndarray], int]) -> tuple[tuple[PlanStep, ...], Outcome]:
+def run_episode(env: CloudMigrationEnv, choose: Callable[[CloudMigrationEnv, np.ndarray], int]) -> tuple[tuple[PlanStep, ...], Outcome]:
     """Run ``choose`` (env, mask -> action) from the env's current reset state to the episode's end."""
     s = env.scenario
     steps, totals = [], {}
@@ -109,7 +109,7 @@ def replay(scenario: Scenario, plan: Plan | tuple[PlanStep, ...]) -> Outcome:
             return 0
         return 1 + scenario.names.index(st.workload) * env.n_types + scenario.instance_names.index(st.instance_type)
 
-    return _episode(env, choose)[1]
+    return run_episode(env, choose)[1]
 
 
 # -- yardsticks ---------------------------------------------------------------------------------
@@ -185,24 +185,37 @@ def yardstick(scenario: Scenario, method: str) -> Plan:
             return _first_valid(env, mask, order, instance)
     else:
         raise ValueError(f"unknown method {method!r}; one of {', '.join(HEURISTICS)}")
-    steps, outcome = _episode(env, choose)
+    steps, outcome = run_episode(env, choose)
     return Plan(method, steps, outcome)
 
 
-def make_plan(scenario: Scenario, method: str, time_limit_s: float = 60.0) -> Plan:
-    """The plan of ``method`` (see ``METHODS``); ``exact`` starts from the best heuristic's plan and
-    stops after ``time_limit_s`` with the best it found (its notes say whether it is proved)."""
+def make_plan(scenario: Scenario, method: str, time_limit_s: float = 60.0, policy=None) -> Plan:
+    """The plan of ``method`` (see ``METHODS``); ``ppo`` needs the trained ``policy``; ``exact``
+    starts from the cheapest other plan and stops after ``time_limit_s`` with the best it found
+    (its notes say whether it is proved)."""
+    if method == "ppo":
+        from lepton_core.errors import UsageError
+        from lepton_core.planner.planner import policy_plan
+
+        if policy is None:
+            raise UsageError("the ppo method needs a trained planner policy (train one with `lepton train-planner`)")
+        return policy_plan(policy, scenario)
     if method != "exact":
         return yardstick(scenario, method)
-    return compare(scenario, time_limit_s=time_limit_s)[-1]
+    return compare(scenario, time_limit_s=time_limit_s, policy=policy)[-1]
 
 
-def compare(scenario: Scenario, exact: bool = True, time_limit_s: float = 60.0) -> list[Plan]:
-    """Every heuristic's plan, then the exact planner's (started from the cheapest of them; when it
-    finds nothing better in its time, it returns that one, and says so in its notes)."""
+def compare(scenario: Scenario, exact: bool = True, time_limit_s: float = 60.0, policy=None) -> list[Plan]:
+    """Every heuristic's plan, the trained PPO policy's when one is given (a ``MigrationAgent``
+    large enough for the scenario), then the exact planner's (started from the cheapest of them;
+    when it finds nothing better in its time, it returns that one, and says so in its notes)."""
     from lepton_core.sim.exact import solve
 
     plans = [yardstick(scenario, m) for m in HEURISTICS]
+    if policy is not None and scenario.n <= policy.max_workloads:
+        from lepton_core.planner.planner import policy_plan
+
+        plans.append(policy_plan(policy, scenario))
     if exact:
         best = min(plans, key=lambda p: p.outcome.total_cost)
         plans.append(solve(scenario, time_limit_s=time_limit_s, hint=best).plan)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from lepton_core.spec.base import StrictModel
 from lepton_core.spec.models import BucketName, MigrationSpec, TargetSpec
@@ -49,3 +49,24 @@ class PlanOptions(StrictModel):
     link: str | None = Field(default=None, max_length=128,
                              description="The catalogue's network link to move data over; its first when empty.")
     seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the link's simulated hour-by-hour bandwidth.")
+
+
+class PlannerTraining(StrictModel):
+    """How the PPO migration planner trains on the simulator (the UI form of the ``train-planner`` flow)."""
+
+    total_timesteps: int = Field(default=200_000, ge=1_000, le=1_000_000_000,
+                                 description="Simulated hours to train for, all simulators together.")
+    num_envs: int = Field(default=64, ge=1, le=65_536, description="Simulators stepped together (more on a GPU).")
+    num_steps: int = Field(default=128, ge=8, le=4096, description="Hours each simulator runs per rollout.")
+    learning_rate: float = Field(default=3e-4, gt=0, le=0.1, description="Adam's learning rate at the start (annealed to 0).")
+    max_workloads: int = Field(default=16, ge=2, le=256, description="The largest system the policy will plan (services).")
+    min_workloads: int = Field(default=4, ge=1, le=256, description="The smallest system drawn in training.")
+    seed: int = Field(default=1, ge=0, le=2**31 - 1, description="Seed of the training run.")
+    device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' trains on a GPU when the worker has one.")
+    fresh: bool = Field(default=False, description="Start afresh even when a checkpoint from the same settings exists.")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> PlannerTraining:
+        if self.min_workloads > self.max_workloads:
+            raise ValueError(f"min_workloads ({self.min_workloads}) is larger than max_workloads ({self.max_workloads})")
+        return self

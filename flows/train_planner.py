@@ -1,0 +1,42 @@
+"""The ``train-planner`` flow: train the PPO migration planner on the simulator.
+
+Deployed on the GPU pool when one exists (it picks CUDA by itself). The policy is checkpointed
+after every iteration into the state folder's ``planner/``, so a retried or re-run flow goes on
+from where it stopped (and one already finished returns at once); ``migrate`` then adds the
+policy's plan to its comparison.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from lepton_core.spec.params import PlannerTraining
+from lepton_core.state import planner_dir
+
+
+@task(name="train-planner-policy")
+def train_policy_task(options: PlannerTraining, out_dir: str) -> dict:
+    from lepton_core.planner.planner import planner_config, train_planner
+
+    cfg = planner_config(total_timesteps=options.total_timesteps, num_envs=options.num_envs, num_steps=options.num_steps,
+                         learning_rate=options.learning_rate, seed=options.seed, device=options.device)
+    trained = train_planner(out_dir, cfg, max_workloads=options.max_workloads, min_workloads=options.min_workloads,
+                            resume=not options.fresh)
+    get_run_logger().info("planner trained to %d steps; last mean episode cost $%.2f; policy %s",
+                          trained.global_step, trained.final_cost, trained.policy)
+    create_markdown_artifact(key="planner-training", description="PPO migration planner training", markdown=(
+        f"# PPO migration planner\n\n- steps: {trained.global_step:,}\n- last mean episode cost: ${trained.final_cost:,.2f}\n"
+        f"- policy: `{trained.policy}`\n- log: `{trained.log}`\n- learning curve: `{trained.curve}`\n"))
+    return {"policy": str(trained.policy), "global_step": trained.global_step, "final_cost": trained.final_cost,
+            "curve": str(trained.curve)}
+
+
+@flow(name="train-planner", description="Train the PPO migration planner on the cloud-migration simulator.")
+def train_planner_flow(training: PlannerTraining = PlannerTraining()) -> dict:
+    """Train (or go on training) the planner policy; returns its path, steps and last episode cost.
+
+    Args:
+        training: the training settings.
+    """
+    return train_policy_task(training, str(planner_dir()))

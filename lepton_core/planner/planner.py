@@ -1,0 +1,148 @@
+"""The migration planner: train the PPO policy on the vector simulator with scenario
+randomisation, load it back, and plan a scenario with it (greedy and best-of-N sampled rollouts),
+in the plan type every method shares."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lepton_core.errors import UsageError
+from lepton_core.fsutil import atomic_write_bytes, atomic_write_text
+from lepton_core.planner.policy import MaskedCategorical, MigrationAgent
+from lepton_core.planner.ppo import PPOConfig, load_checkpoint, pick_device, train
+from lepton_core.sim.env import CloudMigrationEnv
+from lepton_core.sim.plan import Plan, run_episode
+from lepton_core.sim.scenario import DAY, Scenario
+
+POLICY_FILE = "policy.pt"
+# what the planner trains with unless told otherwise: 64 simulators x 128 hours per rollout
+PLANNER_DEFAULTS = dict(total_timesteps=200_000, num_envs=64, num_steps=128, learning_rate=3e-4, ent_coef=0.01,
+                        num_minibatches=8, update_epochs=4, gamma=0.995, gae_lambda=0.95)
+
+
+@dataclass(frozen=True)
+class TrainedPlanner:
+    policy: Path
+    log: Path
+    curve: Path
+    global_step: int
+    final_cost: float  # mean episode cost in the last iteration that finished episodes
+
+
+def planner_config(**overrides) -> PPOConfig:
+    return PPOConfig(**{**PLANNER_DEFAULTS, **overrides})
+
+
+def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloads: int = 16, min_workloads: int = 4,
+                  horizon: int = 14 * DAY, resume: bool = True) -> TrainedPlanner:
+    """Train the policy on ``cfg.num_envs`` simulators of random scenarios (between ``min_workloads``
+    and ``max_workloads`` workloads; demands, data, prices and bandwidth drawn per episode), writing
+    ``policy.pt`` (after every iteration), ``progress.csv`` and ``learning_curve.png`` into ``out_dir``.
+
+    With ``resume``, a checkpoint in ``out_dir`` from the same settings (all but
+    ``total_timesteps``) is continued: a run killed half-way, or retried, goes on from its last
+    iteration, and one already done returns at once. Other settings start afresh."""
+    from lepton_core.sim.vector import VectorCloudMigrationEnv
+
+    cfg = cfg or planner_config()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / POLICY_FILE
+    settings = {"config": cfg.model_dump(exclude={"total_timesteps"}), "max_workloads": max_workloads,
+                "min_workloads": min_workloads, "horizon": horizon}
+    resume = resume and checkpoint.is_file() and _same_settings(out / "training.json", settings)
+    if not resume:
+        for stale in (checkpoint, out / "progress.csv"):
+            stale.unlink(missing_ok=True)
+    atomic_write_text(out / "training.json", json.dumps(settings, indent=2))
+    envs = VectorCloudMigrationEnv(cfg.num_envs, max_workloads=max_workloads, min_workloads=min_workloads, horizon=horizon)
+    agent = MigrationAgent(max_workloads, envs.n_types).to(pick_device(cfg.device))
+    result = train(envs, agent, cfg, log_dir=out, checkpoint=checkpoint, resume=checkpoint if resume else None)
+    curve = learning_curve_png(out / "progress.csv", out / "learning_curve.png")
+    costs = [float(r["episodic_cost"]) for r in _log_rows(out / "progress.csv") if r["episodic_cost"] not in ("", "nan")]
+    return TrainedPlanner(policy=checkpoint, log=out / "progress.csv", curve=curve, global_step=result.global_step,
+                          final_cost=costs[-1] if costs else float("nan"))
+
+
+def _same_settings(path: Path, settings: dict) -> bool:
+    try:
+        return json.loads(path.read_text()) == json.loads(json.dumps(settings))
+    except (OSError, ValueError):
+        return False
+
+
+def _log_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def load_policy(path: str | Path, device: str = "cpu") -> MigrationAgent:
+    """A trained policy from its checkpoint (``weights_only=True``); UsageError when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no trained planner policy (train one with `lepton train-planner`)")
+    spec = torch.load(path, map_location="cpu", weights_only=True).get("agent_spec") or {}
+    if not spec:
+        raise UsageError(f"{path}: not a migration planner checkpoint (no agent shape in it)")
+    agent = MigrationAgent(**spec).to(pick_device(device))
+    load_checkpoint(path, agent)
+    agent.eval()
+    return agent
+
+
+def policy_plan(agent: MigrationAgent, scenario: Scenario, samples: int = 16, seed: int = 0) -> Plan:
+    """The policy's plan: its greedy rollout and ``samples`` sampled ones, each replayed in the env;
+    the cheapest wins. UsageError when the scenario is larger than the policy was built for."""
+    if scenario.n > agent.max_workloads or scenario.k != agent.n_types:
+        raise UsageError(f"the trained planner takes up to {agent.max_workloads} workloads on {agent.n_types} instance types; "
+                         f"this system has {scenario.n} on {scenario.k}")
+    env = CloudMigrationEnv(scenario, max_workloads=agent.max_workloads, strict=True)
+
+    def chooser(generator: torch.Generator | None):
+        def choose(env: CloudMigrationEnv, mask: np.ndarray) -> int:
+            obs = agent.obs_to_tensor({k: v[None] for k, v in env.observe().items()})
+            with torch.no_grad():
+                dist = MaskedCategorical(agent.logits(obs), torch.as_tensor(mask[None], dtype=torch.bool, device=agent.device))
+            if generator is None:
+                return int(dist.probs.argmax())
+            return int(torch.multinomial(dist.probs[0].cpu(), 1, generator=generator))
+        return choose
+
+    best = None
+    for i in range(samples + 1):
+        env.reset(seed=scenario.seed)
+        steps, outcome = run_episode(env, chooser(None if i == 0 else torch.Generator().manual_seed(seed + i)))
+        if best is None or outcome.total_cost < best[1].total_cost - 1e-9:
+            best = (steps, outcome, "greedy" if i == 0 else f"sample {i}")
+    steps, outcome, which = best
+    return Plan("ppo", steps, outcome, notes=(f"best of the greedy rollout and {samples} samples: {which}",))
+
+
+def learning_curve_png(csv_path: str | Path, path: str | Path) -> Path:
+    """Mean episode cost (and return) per iteration against env steps, from the training log."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    rows = [r for r in _log_rows(Path(csv_path)) if r["episodic_cost"] not in ("", "nan")]
+    steps = [int(r["global_step"]) for r in rows]
+    fig = Figure(figsize=(7, 3.6), dpi=110)
+    ax = fig.add_subplot()
+    ax.plot(steps, [float(r["episodic_cost"]) for r in rows], color="#4c72b0")
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("mean episode cost ($)")
+    ax.set_title("PPO migration planner: learning curve", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(Path(path), buffer.getvalue())

@@ -1,0 +1,27 @@
+"""The train-planner flow: trains into the state folder, publishes its artifact, and a re-run
+goes on from the checkpoint instead of starting over."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+from flows.train_planner import train_planner_flow
+from lepton_core.spec.params import PlannerTraining
+
+
+def test_train_planner_flow_trains_into_the_state_folder_and_resumes(flow_home: Path) -> None:
+    options = PlannerTraining(total_timesteps=1024, num_envs=8, num_steps=64, max_workloads=6, min_workloads=3)
+    state = train_planner_flow(options, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert result["policy"] == str(flow_home / "planner" / "policy.pt") and result["global_step"] == 1024
+    assert (flow_home / "planner" / "learning_curve.png").is_file()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["planner-training"])))
+    assert artifacts and "- steps: 1,024" in artifacts[-1].data
+    longer = train_planner_flow(options.model_copy(update={"total_timesteps": 1536}))
+    assert longer["global_step"] == 1536
+    assert len((flow_home / "planner" / "progress.csv").read_text().splitlines()) == 1 + 3

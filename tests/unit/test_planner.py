@@ -1,0 +1,80 @@
+"""The PPO migration planner: training with resume, the learning curve, loading a policy and
+planning with it in the common plan type."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lepton_core.errors import UsageError
+from lepton_core.planner.planner import load_policy, planner_config, policy_plan, train_planner
+from lepton_core.sim.plan import compare, replay
+from lepton_core.sim.scenario import generate
+
+
+def small(**changes):
+    return planner_config(**{"total_timesteps": 8 * 32 * 2, "num_envs": 8, "num_steps": 32, "num_minibatches": 2, **changes})
+
+
+def test_training_writes_policy_log_and_curve_and_a_rerun_goes_on_from_the_checkpoint(tmp_path) -> None:
+    first = train_planner(tmp_path, small(), max_workloads=6, min_workloads=3, horizon=72)
+    assert first.global_step == 512 and first.policy.is_file() and first.final_cost > 0
+    with Image.open(first.curve) as image:
+        assert image.format == "PNG"
+    assert json.loads((tmp_path / "training.json").read_text())["max_workloads"] == 6
+    # the same settings: nothing left to do; more steps: it goes on from step 512
+    again = train_planner(tmp_path, small(), max_workloads=6, min_workloads=3, horizon=72)
+    assert again.global_step == 512 and len(again.log.read_text().splitlines()) == 1 + 2
+    more = train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72)
+    assert more.global_step == 768 and len(more.log.read_text().splitlines()) == 1 + 3
+    # other settings start afresh
+    other = train_planner(tmp_path, small(seed=9), max_workloads=6, min_workloads=3, horizon=72)
+    assert other.global_step == 512 and len(other.log.read_text().splitlines()) == 1 + 2
+
+
+def test_a_loaded_policy_plans_any_scenario_up_to_its_size(tmp_path) -> None:
+    trained = train_planner(tmp_path, small(), max_workloads=6, min_workloads=3, horizon=72)
+    agent = load_policy(trained.policy)
+    for n in (3, 6):
+        s = generate(np.random.default_rng(n), n, horizon=72)
+        plan = policy_plan(agent, s, samples=4)
+        assert plan.method == "ppo" and plan.notes[0].startswith("best of the greedy rollout and 4 samples")
+        assert replay(s, plan).total_cost == pytest.approx(plan.outcome.total_cost)
+        assert policy_plan(agent, s, samples=4) == plan  # seeded: the same plan again
+    plans = compare(generate(np.random.default_rng(4), 4, horizon=72), exact=False, policy=agent)
+    assert [p.method for p in plans] == ["lift-shift", "waves", "greedy", "ppo"]
+    with pytest.raises(UsageError, match="the trained planner takes up to 6 workloads on"):
+        policy_plan(agent, generate(np.random.default_rng(1), 7, horizon=72))
+    with pytest.raises(UsageError, match="no trained planner policy"):
+        load_policy(tmp_path / "missing.pt")
+
+
+def test_planner_training_options_reject_sizes_out_of_order() -> None:
+    from pydantic import ValidationError
+
+    from lepton_core.spec.params import PlannerTraining
+
+    with pytest.raises(ValidationError, match=r"min_workloads \(9\) is larger than max_workloads \(8\)"):
+        PlannerTraining(min_workloads=9, max_workloads=8)
+
+
+def test_cli_plans_with_a_trained_policy_and_says_when_there_is_none(demo_data, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    runner = CliRunner()
+    missing = runner.invoke(app, ["plan", str(demo_data), "--method", "ppo", "--policy", str(tmp_path / "none.pt")])
+    assert missing.exit_code == 2
+    assert missing.stderr == f"error: {tmp_path / 'none.pt'}: no trained planner policy (train one with `lepton train-planner`)\n"
+    trained = train_planner(tmp_path, small(), max_workloads=16, min_workloads=3, horizon=72)
+    ok = runner.invoke(app, ["plan", str(demo_data), "--method", "ppo", "--policy", str(trained.policy)])
+    assert ok.exit_code == 0, ok.output
+    lines = ok.stdout.splitlines()
+    assert re.fullmatch(r"plan \(ppo\): \d+ workloads", lines[0])  # the ones it moved (an untrained policy may wait)
+    assert any(line.startswith("cost over 336 h: $") for line in lines)
+    assert lines[-1].startswith("best of the greedy rollout and 16 samples")
