@@ -13,10 +13,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from lepton_core.fsutil import atomic_write_text
+from lepton_core.fsutil import atomic_write_bytes, atomic_write_text
 from lepton_core.sim.plan import Plan, cheapest, compare, comparison_lines, plan_lines
 from lepton_core.spec import LoadedSpec
 from lepton_core.spec.params import PlanOptions
+from lepton_core.state import planner_dir
 
 
 @task(name="plan-migration")
@@ -31,6 +32,9 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
     best = cheapest(plans)
     out = Path(run_dir) / "plan"
     gantt_png(best, out / "gantt.png")
+    curve = planner_dir() / "learning_curve.png"
+    if any(p.method == "ppo" for p in plans) and curve.is_file():  # the policy's learning curve, with the run
+        atomic_write_bytes(out / "learning_curve.png", curve.read_bytes())
     atomic_write_text(out / "plans.json", json.dumps([plan_record(p) for p in plans], indent=2))
     text = comparison_lines(plans) + [""] + plan_lines(best, scenario)
     atomic_write_text(out / "plan.txt", "\n".join(text) + "\n")
@@ -43,7 +47,6 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
 def _trained_policy():
     """The planner the train-planner flow left in the state folder, if any (else the run plans without it)."""
     from lepton_core.planner.planner import POLICY_FILE, load_policy
-    from lepton_core.state import planner_dir
 
     path = planner_dir() / POLICY_FILE
     return load_policy(path) if path.is_file() else None

@@ -8,11 +8,18 @@ global gradient clipping, a linearly annealed learning rate and an optional targ
 Invalid actions: the env's ``info["action_mask"]`` is stored with each step and applied again in
 the update, so the new and old policies are compared over the same valid actions.
 
-Autoreset: the vector env must declare ``AutoresetMode.SAME_STEP`` (``VectorCloudMigrationEnv``
-does; ``gymnasium.make_vec(..., vector_kwargs={"autoreset_mode": SAME_STEP})`` for others). A
-step that ends an episode returns the next episode's first observation, so every stored
-transition is a real one; a truncated episode's reward is bootstrapped with the value of its
-final observation (``info["final_obs"]``), a terminated one's is not.
+Autoreset, both of gymnasium's modes, on purpose:
+
+- ``SAME_STEP`` (``VectorCloudMigrationEnv``): a step that ends an episode returns the next
+  episode's first observation and the last one in ``info["final_obs"]``; every stored transition
+  is real.
+- ``NEXT_STEP`` (gymnasium's default, and its numpy ``CartPoleVectorEnv``): a step that ends an
+  episode returns the last observation; the copy's next step only resets it (its action is
+  ignored). That step is stored with weight 0: it is left out of every loss and statistic, and the
+  episode boundary before it stops GAE from reaching across.
+
+A truncated episode's reward is bootstrapped with the value of its last observation, a
+terminated one's is not. ``DISABLED`` is refused.
 """
 
 from __future__ import annotations
@@ -128,6 +135,11 @@ class Batch:
     returns: torch.Tensor
     values: torch.Tensor
     masks: torch.Tensor | None
+    weights: torch.Tensor | None = None  # 1 for a real transition, 0 for a NEXT_STEP reset step; None: all real
+
+
+def _mean(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    return x.mean() if w is None else (x * w).sum() / w.sum().clamp(min=1.0)
 
 
 def ppo_update(agent: nn.Module, optimizer: optim.Optimizer, b: Batch, cfg: PPOConfig,
@@ -141,27 +153,30 @@ def ppo_update(agent: nn.Module, optimizer: optim.Optimizer, b: Batch, cfg: PPOC
         for start in range(0, n, cfg.minibatch_size):
             mb = order[start:start + cfg.minibatch_size]
             mask = b.masks[mb] if b.masks is not None else None
+            w = b.weights[mb] if b.weights is not None else None
             _, newlogprob, entropy, newvalue = agent.get_action_and_value(_take(b.obs, mb), b.actions[mb], mask)
             logratio = newlogprob - b.logprobs[mb]
             ratio = logratio.exp()
             with torch.no_grad():
-                old_approx_kl = (-logratio).mean()
-                approx_kl = ((ratio - 1) - logratio).mean()
-                clipfrac = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                old_approx_kl = _mean(-logratio, w)
+                approx_kl = _mean((ratio - 1) - logratio, w)
+                clipfrac = _mean(((ratio - 1.0).abs() > cfg.clip_coef).float(), w)
 
             mb_adv = b.advantages[mb]
             if cfg.norm_adv and len(mb) > 1:
-                mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
-            pg_loss = torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)).mean()
+                mean = _mean(mb_adv, w)
+                std = _mean((mb_adv - mean) ** 2, w).sqrt() if w is not None else mb_adv.std()
+                mb_adv = (mb_adv - mean) / (std + 1e-8)
+            pg_loss = _mean(torch.max(-mb_adv * ratio, -mb_adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)), w)
 
             newvalue = newvalue.view(-1)
             if cfg.clip_vloss:
                 v_unclipped = (newvalue - b.returns[mb]) ** 2
                 v_clipped = b.values[mb] + torch.clamp(newvalue - b.values[mb], -cfg.clip_coef, cfg.clip_coef)
-                v_loss = 0.5 * torch.max(v_unclipped, (v_clipped - b.returns[mb]) ** 2).mean()
+                v_loss = 0.5 * _mean(torch.max(v_unclipped, (v_clipped - b.returns[mb]) ** 2), w)
             else:
-                v_loss = 0.5 * ((newvalue - b.returns[mb]) ** 2).mean()
-            entropy_loss = entropy.mean()
+                v_loss = 0.5 * _mean((newvalue - b.returns[mb]) ** 2, w)
+            entropy_loss = _mean(entropy, w)
             loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
 
             optimizer.zero_grad()
@@ -170,7 +185,7 @@ def ppo_update(agent: nn.Module, optimizer: optim.Optimizer, b: Batch, cfg: PPOC
             optimizer.step()
             stats.append({"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy_loss.item(),
                           "old_approx_kl": old_approx_kl.item(), "approx_kl": approx_kl.item(), "clipfrac": clipfrac.item(),
-                          "ratio_dev": (ratio - 1).abs().max().item()})
+                          "ratio_dev": ((ratio - 1).abs() * (1 if w is None else w)).max().item()})
         if cfg.target_kl is not None and stats[-1]["approx_kl"] > cfg.target_kl:
             break
     return stats
@@ -215,8 +230,9 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
     ``checkpoint`` after every iteration; ``resume`` continues from a checkpoint's weights,
     optimiser and step count (the learning rate schedule goes on from there)."""
     mode = envs.metadata.get("autoreset_mode")
-    if mode != AutoresetMode.SAME_STEP:
-        raise ValueError(f"the vector env's autoreset mode is {mode}; PPO here needs AutoresetMode.SAME_STEP")
+    if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
+        raise ValueError(f"the vector env's autoreset mode is {mode}; PPO here needs AutoresetMode.SAME_STEP or NEXT_STEP")
+    next_step_mode = mode == AutoresetMode.NEXT_STEP
     if envs.num_envs != cfg.num_envs:
         raise ValueError(f"the vector env has {envs.num_envs} copies; the config says num_envs={cfg.num_envs}")
     torch.manual_seed(cfg.seed)
@@ -239,6 +255,8 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
     masks = torch.zeros((T, *next_mask.shape), dtype=torch.bool, device=device) if next_mask is not None else None
     actions = torch.zeros((T, N), dtype=torch.long, device=device)
     logprobs, rewards, dones, values = (torch.zeros((T, N), device=device) for _ in range(4))
+    weights = torch.ones((T, N), device=device) if next_step_mode else None
+    resetting = np.zeros(N, dtype=bool)  # NEXT_STEP: copies whose next step only resets them
     running_return = np.zeros(N)
     result = TrainResult(global_step=global_step, iterations=0)  # a finished checkpoint resumes to no iterations
 
@@ -254,16 +272,22 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
                 dones[step] = next_done
                 if masks is not None:
                     masks[step] = next_mask
+                if weights is not None:
+                    weights[step] = torch.as_tensor(~resetting, dtype=torch.float32, device=device)
                 with torch.no_grad():
                     action, logprob, _, value = agent.get_action_and_value(next_obs, mask=next_mask)
                 values[step], actions[step], logprobs[step] = value.flatten(), action, logprob
 
                 next_obs_np, reward, terminations, truncations, info = envs.step(action.cpu().numpy())
                 reward = np.asarray(reward, dtype=np.float64)
+                if next_step_mode:  # a reset step: no reward, no episode end, nothing learned from it
+                    reward = np.where(resetting, 0.0, reward)
+                    terminations, truncations = terminations & ~resetting, truncations & ~resetting
                 running_return += reward
                 ended = np.logical_or(terminations, truncations)
                 if truncations.any():  # bootstrap a time-limit ending from its final observation's value
-                    final = agent.obs_to_tensor(_final_rows(info["final_obs"], np.flatnonzero(truncations)))
+                    last = next_obs_np if next_step_mode else info["final_obs"]  # NEXT_STEP returns it as the observation
+                    final = agent.obs_to_tensor(_final_rows(last, np.flatnonzero(truncations)))
                     with torch.no_grad():
                         reward[truncations] += cfg.gamma * agent.get_value(final).flatten().cpu().numpy()
                 if ended.any():
@@ -274,6 +298,8 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
                 rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
                 next_obs, next_mask = agent.obs_to_tensor(next_obs_np), _mask(info, device)
                 next_done = torch.as_tensor(ended, dtype=torch.float32, device=device)
+                if next_step_mode:
+                    resetting = ended
 
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)[0]
@@ -281,10 +307,12 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
 
             flat = lambda t: t.reshape(-1, *t.shape[2:])  # noqa: E731
             batch = Batch(obs=_map(obs, flat), logprobs=flat(logprobs), actions=flat(actions), advantages=flat(advantages),
-                          returns=flat(returns), values=flat(values), masks=flat(masks) if masks is not None else None)
+                          returns=flat(returns), values=flat(values), masks=flat(masks) if masks is not None else None,
+                          weights=flat(weights) if weights is not None else None)
             stats = ppo_update(agent, optimizer, batch, cfg, generator)
 
-            y_pred, y_true = batch.values.cpu().numpy(), batch.returns.cpu().numpy()
+            real = batch.weights.cpu().numpy() > 0 if batch.weights is not None else slice(None)
+            y_pred, y_true = batch.values.cpu().numpy()[real], batch.returns.cpu().numpy()[real]
             var_y = np.var(y_true)
             last = stats[-1]
             row = {"iteration": iteration, "global_step": global_step, "sps": T * N / (time.perf_counter() - began),

@@ -97,7 +97,8 @@ def plan_stage(plans: list[Plan], run_dir: str) -> StageResult:
         step = next(st for st in best.steps if st.workload == name)
         rows.append((f"{name}", f"{step.instance_type}: transfer from hour {start}, cutover from {over}, in the cloud from {cloud}"))
     margin = f", ${runner_up.outcome.total_cost - best.outcome.total_cost:,.2f} less than {runner_up.method}" if runner_up else ""
-    chart = Path(run_dir) / "plan" / "gantt.png"
+    charts = [(f"{best.method} plan", Path(run_dir) / "plan" / "gantt.png"),
+              ("PPO planner learning curve", Path(run_dir) / "plan" / "learning_curve.png")]
     return StageResult(stage="plan", status="ok", details=tuple(rows),
                        summary=f"{best.method}: ${best.outcome.total_cost:,.2f} for {len(best.steps)} services{margin}",
-                       images=((f"{best.method} plan", _relative(str(chart), run_dir)),) if chart.is_file() else ())
+                       images=tuple((caption, _relative(str(path), run_dir)) for caption, path in charts if path.is_file()))

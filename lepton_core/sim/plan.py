@@ -246,12 +246,15 @@ def cheapest(plans: list[Plan]) -> Plan:
 
 
 def comparison_lines(plans: list[Plan]) -> list[str]:
-    """One line per plan: cost, finish, downtime, and how far above the cheapest it is."""
+    """One line per plan: cost, finish, downtime, how far above the cheapest it is, and, when the
+    exact planner proved its optimum, the gap to that optimum."""
     best = min(p.outcome.total_cost for p in plans)
-    out = [f"  {'method':<11} {'cost':>12} {'finish':>9} {'downtime':>9} {'vs best':>8}"]
+    proved = next((p for p in plans if p.method == "exact" and p.notes and p.notes[0].startswith("optimal")), None)
+    out = [f"  {'method':<11} {'cost':>12} {'finish':>9} {'downtime':>9} {'vs best':>8}" + (f" {'vs exact':>9}" if proved else "")]
     for p in plans:
         o = p.outcome
         finish = f"{o.finish_hour} h" if o.finish_hour is not None else "not done"
+        gap = f" {(o.total_cost - proved.outcome.total_cost) / proved.outcome.total_cost:>+9.1%}" if proved else ""
         out.append(f"  {p.method:<11} {'$' + format(o.total_cost, ',.2f'):>12} {finish:>9} {o.downtime_minutes:>7g} m "
-                   f"{(o.total_cost - best) / best:>+8.1%}")
+                   f"{(o.total_cost - best) / best:>+8.1%}{gap}")
     return out

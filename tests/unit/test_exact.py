@@ -93,3 +93,16 @@ def test_the_gantt_chart_is_a_png_of_the_plan(tmp_path) -> None:
         assert image.format == "PNG" and image.size[0] > 500 and image.size[1] > 100
     with pytest.raises(ValueError, match="plan 'exact' has no outcome to draw"):
         gantt_png(Plan("exact", ()), tmp_path / "x.png")
+
+
+def test_the_comparison_shows_each_plan_against_the_cheapest_and_the_proved_optimum() -> None:
+    from lepton_core.sim.plan import compare, comparison_lines
+
+    plans = compare(hand_scenario(), time_limit_s=30)
+    lines = comparison_lines(plans)
+    assert lines[0].split() == ["method", "cost", "finish", "downtime", "vs", "best", "vs", "exact"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert list(rows) == ["lift-shift", "waves", "greedy", "exact"]
+    assert rows["exact"][1] == "$343.40" and rows["exact"][-2:] == ["+0.0%", "+0.0%"]
+    waves = plans[1].outcome.total_cost
+    assert rows["waves"][-1] == f"{(waves - 343.40) / 343.40:+.1%}"

@@ -122,10 +122,20 @@ def test_a_checkpoint_round_trips_and_training_resumes_where_it_stopped(tmp_path
     assert float(rows[2]["learning_rate"]) == pytest.approx(cfg.learning_rate * (1 - 2 / 4))  # the schedule goes on
 
 
-def test_it_refuses_a_vector_env_that_autoresets_on_the_next_step() -> None:
-    envs = gym.vector.SyncVectorEnv([ContextBandit] * 2, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
-    with pytest.raises(ValueError, match="autoreset mode is AutoresetMode.NEXT_STEP; PPO here needs AutoresetMode.SAME_STEP"):
-        train(envs, MlpAgent(2, 4), PPOConfig(num_envs=2, num_steps=4, total_timesteps=8))
+def test_next_step_autoreset_is_handled_and_a_disabled_one_refused() -> None:
+    """With NEXT_STEP, every other step of the one-step bandit only resets a copy: those steps must
+    carry no weight, or the ignored actions would be credited with the reward."""
+    envs = gym.vector.SyncVectorEnv([ContextBandit] * 8, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP)
+    agent = MlpAgent(2, 4)
+    result = train(envs, agent, PPOConfig(total_timesteps=8192, num_envs=8, num_steps=32, learning_rate=3e-3, seed=3))
+    assert len(result.episode_returns) == pytest.approx(8192 / 2, abs=8)  # half the steps end an episode
+    with torch.no_grad():
+        logits = agent.actor(torch.eye(2))
+    assert torch.where(torch.tensor([True, True, True, False]), logits, torch.tensor(-1e8)).argmax(1).tolist() == [0, 1]
+    assert np.mean(result.episode_returns[-200:]) > 0.9
+    disabled = gym.vector.SyncVectorEnv([ContextBandit] * 2, autoreset_mode=gym.vector.AutoresetMode.DISABLED)
+    with pytest.raises(ValueError, match="autoreset mode is AutoresetMode.DISABLED; PPO here needs AutoresetMode.SAME_STEP or NEXT_STEP"):
+        train(disabled, MlpAgent(2, 4), PPOConfig(num_envs=2, num_steps=4, total_timesteps=8))
 
 
 def test_the_migration_policy_is_size_independent_and_trains_on_the_vector_twin() -> None:
