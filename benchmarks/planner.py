@@ -1,0 +1,92 @@
+"""The PPO migration planner against the yardsticks, on scenarios it never trained on.
+
+1. Train (or go on training) a policy for systems of up to ``--max-workloads`` services on the
+   vector simulator (``--train-steps`` simulated hours, ``--envs`` copies; scenario randomisation
+   as in ``lepton train-planner``), into ``--out``. Training steps per second are over the whole
+   run, rollouts and updates.
+2. Small held-out scenarios (``--small`` of them, 4-8 workloads): the policy's plan (greedy and
+   best of ``--samples`` sampled rollouts) against the exact planner's proved optimum; the gap is
+   (ppo - exact) / exact.
+3. Large held-out scenarios (``--large`` of them, ``--large-size`` workloads): the policy's plan
+   against the cheapest of lift-shift, waves and greedy; the saving is 1 - ppo / best heuristic.
+
+Held-out scenarios come from seeds 1,000,000,000 + i; training draws its scenarios from the
+streams of seeds ``seed`` .. ``seed + envs`` (a different stream, never these).
+
+Run: .venv/bin/python benchmarks/planner.py [--train-steps 200000] [--max-workloads 64]
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from lepton_core.planner.planner import load_policy, planner_config, policy_plan, train_planner
+from lepton_core.sim.exact import solve
+from lepton_core.sim.plan import HEURISTICS, yardstick
+from lepton_core.sim.scenario import generate
+
+HELD_OUT = 1_000_000_000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train-steps", type=int, default=200_000)
+    parser.add_argument("--envs", type=int, default=64)
+    parser.add_argument("--max-workloads", type=int, default=64)
+    parser.add_argument("--small", type=int, default=20)
+    parser.add_argument("--large", type=int, default=20)
+    parser.add_argument("--large-size", type=int, default=50)
+    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--exact-seconds", type=float, default=60.0)
+    parser.add_argument("--out", default=".lepton/bench-planner")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    began = time.perf_counter()
+    cfg = planner_config(total_timesteps=args.train_steps, num_envs=args.envs)
+    trained = train_planner(args.out, cfg, max_workloads=args.max_workloads, min_workloads=4)
+    train_seconds = time.perf_counter() - began
+    rows = [r for r in trained.log.read_text().splitlines()[1:]]
+    sps = [float(r.split(",")[2]) for r in rows]
+    train_sps = statistics.median(sps) if sps else float("nan")
+    print(f"trained to {trained.global_step:,} steps in {train_seconds:.0f} s (this call); median {train_sps:,.0f} steps/s; "
+          f"last mean episode cost ${trained.final_cost:,.2f}")
+    agent = load_policy(trained.policy)
+
+    gaps = []
+    for i in range(args.small):
+        s = generate(np.random.default_rng(HELD_OUT + i), 4 + i % 5)
+        best = min((yardstick(s, m) for m in HEURISTICS), key=lambda p: p.outcome.total_cost)
+        exact = solve(s, time_limit_s=args.exact_seconds, hint=best)
+        ppo = policy_plan(agent, s, samples=args.samples)
+        gaps.append((ppo.outcome.total_cost - exact.plan.outcome.total_cost) / exact.plan.outcome.total_cost)
+        print(f"small {i:2d} ({s.n} workloads): ppo ${ppo.outcome.total_cost:,.2f}, exact ${exact.plan.outcome.total_cost:,.2f}"
+              f"{'' if exact.optimal else ' (not proved)'}, gap {gaps[-1]:+.2%}")
+    savings = []
+    for i in range(args.large):
+        s = generate(np.random.default_rng(HELD_OUT + 10_000 + i), args.large_size)
+        best = min((yardstick(s, m) for m in HEURISTICS), key=lambda p: p.outcome.total_cost)
+        ppo = policy_plan(agent, s, samples=args.samples)
+        savings.append(1 - ppo.outcome.total_cost / best.outcome.total_cost)
+        print(f"large {i:2d} ({s.n} workloads): ppo ${ppo.outcome.total_cost:,.2f}, best heuristic ({best.method}) "
+              f"${best.outcome.total_cost:,.2f}, saving {savings[-1]:+.2%}")
+    out = {"mean_gap_to_optimal": round(statistics.mean(gaps), 4) if gaps else None,
+           "mean_saving_vs_best_heuristic": round(statistics.mean(savings), 4) if savings else None,
+           "train_sps": round(train_sps), "train_steps": trained.global_step, "max_workloads": args.max_workloads,
+           "envs": args.envs, "final_train_cost": round(trained.final_cost, 2),
+           "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
