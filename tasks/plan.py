@@ -22,7 +22,8 @@ from lepton_core.state import planner_dir
 
 @task(name="plan-migration")
 def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) -> list[Plan]:
-    """Every plan (the heuristics, then the exact planner's); the run follows the cheapest.
+    """Every plan (the heuristics, the trained policy's when there is one, then the exact planner's); the
+    run follows the cheapest.
     Writes ``plan/gantt.png``, ``plan/plans.json`` and ``plan/plan.txt`` under ``run_dir``."""
     from lepton_core.sim.chart import gantt_png
     from lepton_core.sim.scenario import from_spec
