@@ -226,7 +226,7 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
           resume: str | Path | None = None, on_iteration: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
     """Train ``agent`` on the vector env ``envs`` (``cfg.num_envs`` copies, SAME_STEP autoreset).
 
-    Logs each iteration to ``log_dir/progress.csv`` (and TensorBoard when it is installed); saves
+    Logs each iteration to ``log_dir/progress.csv`` and TensorBoard event files there; saves
     ``checkpoint`` after every iteration; ``resume`` continues from a checkpoint's weights,
     optimiser and step count (the learning rate schedule goes on from there)."""
     mode = envs.metadata.get("autoreset_mode")
@@ -372,8 +372,6 @@ def _loggers(log_dir: str | Path | None, append: bool):
     csv_writer = csv.DictWriter(csv_file, fieldnames=LOG_FIELDS)
     if fresh:
         csv_writer.writeheader()
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: the CSV has every figure
-        return None, csv_file, csv_writer
+    from torch.utils.tensorboard import SummaryWriter
+
     return SummaryWriter(str(log_dir)), csv_file, csv_writer

@@ -154,3 +154,19 @@ def test_the_migration_policy_is_size_independent_and_trains_on_the_vector_twin(
         mask = torch.as_tensor(info["action_mask"][None], dtype=torch.bool)
         probs = MaskedCategorical(agent.logits(batch), mask).probs[0]
         assert probs.sum().item() == pytest.approx(1.0) and (probs[~mask[0]] == 0).all() and (probs[mask[0]] > 0).all()
+
+
+def test_training_logs_every_figure_to_csv_and_tensorboard(tmp_path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(bandits(4), MlpAgent(2, 4), PPOConfig(total_timesteps=4 * 16 * 2, num_envs=4, num_steps=16, seed=1), log_dir=tmp_path)
+    with open(tmp_path / "progress.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(rows[0][k] != "" for k in ("approx_kl", "clipfrac", "explained_variance", "entropy",
+                                                             "value_loss", "policy_loss", "sps", "episodic_return"))
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"losses/approx_kl", "losses/clipfrac", "losses/explained_variance", "losses/entropy", "losses/value_loss",
+            "losses/policy_loss", "charts/sps", "charts/episodic_return", "charts/learning_rate"} <= tags
+    assert [e.step for e in events.Scalars("losses/approx_kl")] == [64, 128]
