@@ -19,6 +19,7 @@ from lepton_core.report.stages import data_stage, drift_stage, plan_stage, spec_
 from lepton_core.spec import is_s3
 from lepton_core.spec.params import PlanOptions, SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
+from lepton_core.sim.plan import cheapest, dataset_order
 from lepton_core.validation.drift import comparisons
 from tasks.data import migrate_dataset_task
 from tasks.plan import plan_migration_task
@@ -28,9 +29,9 @@ from tasks.store import reach_object_store
 from tasks.validation import drift_task, publish_data_docs_task, validate_source_task, validate_target_task
 
 
-# Datasets are copied two at a time (each copy already keeps many transfers in flight), beside the planner.
+# Datasets are copied two at a time (each copy already keeps many transfers in flight).
 @flow(name="migrate", description="Move an AI system's data, model and services to the cloud, as its spec says.",
-      task_runner=ThreadPoolTaskRunner(max_workers=3))
+      task_runner=ThreadPoolTaskRunner(max_workers=2))
 def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides(),
             planning: PlanOptions = PlanOptions()) -> str:
     """Run the migration described by ``spec``; returns the path of the run report.
@@ -55,8 +56,8 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     profiles = {g.dataset: g.profile for g in gates}
     drifts = [drift_task(*pair, run_dir) for pair in comparisons(loaded.spec, profiles)]
 
-    # 3. The plan: the yardsticks and the exact planner in the simulator, the cheapest kept. It runs
-    #    beside the data copies (the solver is CPU, the copies are I/O).
+    # 3. The plan: the yardsticks, the trained policy and the exact planner in the simulator, the
+    #    cheapest kept; the data moves in its order. It runs while the object store is reached.
     plan = plan_migration_task.submit(loaded, planning, run_dir) if loaded.spec.services else None
 
     # 4. The object store: start the embedded server or reach the cloud's; retried if transient.
@@ -64,9 +65,12 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
 
     # 5. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry;
     #    then each copy's gate: the same objects and hashes as the source.
-    copies = [migrate_dataset_task.submit(loaded, d.name, root) for d in loaded.spec.datasets]
+    plans = plan.result() if plan else []
+    order = dataset_order(loaded.spec, cheapest(plans)) if plans else [d.name for d in loaded.spec.datasets]
+    datasets = sorted(loaded.spec.datasets, key=lambda d: order.index(d.name))
+    copies = [migrate_dataset_task.submit(loaded, d.name, root) for d in datasets]
     checks = [validate_target_task.submit(loaded, d.name, root, run_dir, wait_for=[c])
-              for d, c in zip(loaded.spec.datasets, copies, strict=True) if not is_s3(d.location)]
+              for d, c in zip(datasets, copies, strict=True) if not is_s3(d.location)]
     summaries = [c.result() for c in copies]
     copy_gates = [c.result() for c in checks]
 
@@ -76,7 +80,7 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
         stages=(spec_stage(loaded), validation_stage(gates, "source", run_dir), drift_stage(drifts),
-                *([plan_stage(plan.result(), run_dir)] if plan else []), store_stage(info),
+                *([plan_stage(plans, run_dir, order)] if plans else []), store_stage(info),
                 data_stage(summaries), validation_stage(copy_gates, "target", run_dir, docs_uri)),
     )
     return write_run_report(report, run_dir)

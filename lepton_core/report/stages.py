@@ -83,8 +83,9 @@ def drift_stage(reports: list[DriftReport]) -> StageResult:
                        summary=f"{len(reports)} comparison{'' if len(reports) == 1 else 's'}; largest distance {worst.max_distance:.3f} ({worst.dataset} vs {worst.baseline})")
 
 
-def plan_stage(plans: list[Plan], run_dir: str) -> StageResult:
-    """The methods side by side, then the cheapest plan step by step, and its Gantt chart."""
+def plan_stage(plans: list[Plan], run_dir: str, dataset_order: list[str] | None = None) -> StageResult:
+    """The methods side by side, then the cheapest plan step by step, the order the data moved in,
+    and the Gantt chart."""
     best = cheapest(plans)
     runner_up = min((p for p in plans if p is not best), key=lambda p: p.outcome.total_cost, default=None)
     rows = []
@@ -96,6 +97,8 @@ def plan_stage(plans: list[Plan], run_dir: str) -> StageResult:
     for name, start, over, cloud in best.outcome.schedule:
         step = next(st for st in best.steps if st.workload == name)
         rows.append((f"{name}", f"{step.instance_type}: transfer from hour {start}, cutover from {over}, in the cloud from {cloud}"))
+    if dataset_order:
+        rows.append(("data moved in", "the plan's order: " + ", ".join(dataset_order)))
     margin = f", ${runner_up.outcome.total_cost - best.outcome.total_cost:,.2f} less than {runner_up.method}" if runner_up else ""
     charts = [(f"{best.method} plan", Path(run_dir) / "plan" / "gantt.png"),
               ("PPO planner learning curve", Path(run_dir) / "plan" / "learning_curve.png")]

@@ -258,3 +258,18 @@ def comparison_lines(plans: list[Plan]) -> list[str]:
         out.append(f"  {p.method:<11} {'$' + format(o.total_cost, ',.2f'):>12} {finish:>9} {o.downtime_minutes:>7g} m "
                    f"{(o.total_cost - best) / best:>+8.1%}{gap}")
     return out
+
+
+def dataset_order(spec, plan: Plan) -> list[str]:
+    """The spec's datasets in the order the plan moves their owners (a dataset goes with the first
+    of its owners to start; datasets no service owns go last, in the spec's order)."""
+    start = {st.workload: st.start_hour for st in plan.steps}
+    owner_start: dict[str, int] = {}
+    for service in spec.services:
+        for name in service.datasets:
+            hour = start.get(service.name)
+            if hour is not None:
+                owner_start[name] = min(owner_start.get(name, hour), hour)
+    names = [d.name for d in spec.datasets]
+    late = max(owner_start.values(), default=0) + 1
+    return sorted(names, key=lambda n: (owner_start.get(n, late), names.index(n)))

@@ -250,3 +250,20 @@ def test_the_vector_twin_refuses_invalid_actions_per_env() -> None:
     _, _, _, _, out = vec.step(np.array([0, invalid[1], 10**6]))
     assert out["refused"].tolist() == [False, True, True]
     assert (vec.phase[1] == 0).all() and (vec.hour == 1).all()
+
+
+def test_the_data_moves_in_the_order_the_plan_moves_its_owners(demo_data) -> None:
+    from lepton_core.sim.plan import Plan, PlanStep, dataset_order
+    from lepton_core.spec import load_spec
+
+    spec = load_spec(demo_data).spec
+    owners = {d: [s.name for s in spec.services if d in s.datasets] for d in (d.name for d in spec.datasets)}
+    assert all(owners.values())  # every demo dataset has an owner
+    # the owners of the last dataset first, then the others: that dataset moves first
+    last = spec.datasets[-1].name
+    hours = {name: h for h, name in enumerate(owners[last])}
+    rest = [s.name for s in spec.services if s.name not in hours]
+    steps = [PlanStep(name, "m5.large", h) for name, h in hours.items()]
+    steps += [PlanStep(name, "m5.large", len(hours) + i) for i, name in enumerate(rest)]
+    order = dataset_order(spec, Plan("test", tuple(steps)))
+    assert order[0] == last and sorted(order) == sorted(d.name for d in spec.datasets)
