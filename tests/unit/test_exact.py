@@ -67,14 +67,18 @@ def test_in_its_time_limit_it_returns_its_best_plan_and_bound_or_keeps_the_hint(
         assert note.startswith("best found in") and "lower bound $" in note
     else:
         assert note.startswith("no plan better than greedy's found in")
-    # 40 workloads: the presolve alone outlasts a 3 s limit; the hint stands (polished in the env)
+    # 40 workloads: here the presolve alone outlasts a 3 s limit (8 s are not enough), so the hint
+    # stands (polished in the env); a much faster machine may find a plan and a bound instead
     big = generate(np.random.default_rng(7), 40)
     greedy = yardstick(big, "greedy")
     kept = solve(big, time_limit_s=3, hint=greedy)
-    assert not kept.optimal and np.isnan(kept.bound) and kept.plan.outcome.total_cost <= greedy.outcome.total_cost
-    assert kept.plan.notes[0].startswith("no plan better than greedy's found in")
-    with pytest.raises(NoPlanFound, match="exact planner: no plan found within 3 s"):
-        solve(big, time_limit_s=3)
+    assert not kept.optimal and kept.plan.outcome.total_cost <= greedy.outcome.total_cost
+    if np.isnan(kept.bound):
+        assert kept.plan.notes[0].startswith("no plan better than greedy's found in")
+    else:
+        assert kept.plan.notes[0].startswith("best found in") and kept.bound <= kept.objective
+    with pytest.raises(NoPlanFound, match=r"exact planner: no plan found within 0.5 s"):
+        solve(big, time_limit_s=0.5)  # no hint, and far too little time for any plan
 
 
 def test_the_gantt_chart_is_a_png_of_the_plan(tmp_path) -> None:
