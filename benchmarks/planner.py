@@ -20,6 +20,7 @@ The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -56,8 +57,8 @@ def main() -> None:
     cfg = planner_config(total_timesteps=args.train_steps, num_envs=args.envs)
     trained = train_planner(args.out, cfg, max_workloads=args.max_workloads, min_workloads=4)
     train_seconds = time.perf_counter() - began
-    rows = [r for r in trained.log.read_text().splitlines()[1:]]
-    sps = [float(r.split(",")[2]) for r in rows]
+    with open(trained.log) as f:
+        sps = [float(r["sps"]) for r in csv.DictReader(f)]
     train_sps = statistics.median(sps) if sps else float("nan")
     print(f"trained to {trained.global_step:,} steps in {train_seconds:.0f} s (this call); median {train_sps:,.0f} steps/s; "
           f"last mean episode cost ${trained.final_cost:,.2f}")

@@ -192,7 +192,9 @@ def plan(
     from lepton_core.spec import load_spec
 
     scenario = from_spec(load_spec(spec), link=link, seed=seed)
-    agent = _policy(policy, required=method is Method.ppo or policy is not None)
+    from lepton_core.planner.planner import find_policy
+
+    agent = find_policy(policy, required=method is Method.ppo or policy is not None)
     if method is Method.all:
         plans = compare(scenario, time_limit_s=time_limit, policy=agent)
         chosen = cheapest(plans)
@@ -207,17 +209,6 @@ def plan(
         from lepton_core.sim.chart import gantt_png
 
         typer.echo(f"chart: {gantt_png(chosen, chart)}")
-
-
-def _policy(path: Path | None, required: bool):
-    """The trained planner at ``path`` (or the default one); None when it is not required and absent."""
-    from lepton_core.planner.planner import POLICY_FILE, load_policy
-    from lepton_core.state import planner_dir
-
-    path = path or planner_dir() / POLICY_FILE
-    if not path.is_file() and not required:
-        return None
-    return load_policy(path)
 
 
 @app.command("train-planner")

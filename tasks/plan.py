@@ -25,11 +25,12 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
     """Every plan (the heuristics, the trained policy's when there is one, then the exact planner's); the
     run follows the cheapest.
     Writes ``plan/gantt.png``, ``plan/plans.json`` and ``plan/plan.txt`` under ``run_dir``."""
+    from lepton_core.planner.planner import find_policy  # the train-planner flow's policy, when it has made one
     from lepton_core.sim.chart import gantt_png
     from lepton_core.sim.scenario import from_spec
 
     scenario = from_spec(loaded, link=options.link, seed=options.seed)
-    plans = compare(scenario, exact=options.exact_seconds > 0, time_limit_s=options.exact_seconds, policy=_trained_policy())
+    plans = compare(scenario, exact=options.exact_seconds > 0, time_limit_s=options.exact_seconds, policy=find_policy())
     best = cheapest(plans)
     out = Path(run_dir) / "plan"
     gantt_png(best, out / "gantt.png")
@@ -43,14 +44,6 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
     create_markdown_artifact(key="migration-plan", markdown="```\n" + "\n".join(text) + "\n```\n",
                              description=f"Migration plan for {loaded.spec.name}")
     return plans
-
-
-def _trained_policy():
-    """The planner the train-planner flow left in the state folder, if any (else the run plans without it)."""
-    from lepton_core.planner.planner import POLICY_FILE, load_policy
-
-    path = planner_dir() / POLICY_FILE
-    return load_policy(path) if path.is_file() else None
 
 
 def plan_record(plan: Plan) -> dict:

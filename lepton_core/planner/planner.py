@@ -14,7 +14,7 @@ import torch
 from lepton_core.errors import UsageError
 from lepton_core.fsutil import atomic_write_bytes, atomic_write_text
 from lepton_core.planner.policy import MaskedCategorical, MigrationAgent
-from lepton_core.planner.ppo import PPOConfig, load_checkpoint, pick_device, train
+from lepton_core.planner.ppo import PPOConfig, pick_device, train
 from lepton_core.sim.env import CloudMigrationEnv
 from lepton_core.sim.plan import Plan, run_episode
 from lepton_core.sim.scenario import DAY, Scenario
@@ -90,13 +90,24 @@ def load_policy(path: str | Path, device: str = "cpu") -> MigrationAgent:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no trained planner policy (train one with `lepton train-planner`)")
-    spec = torch.load(path, map_location="cpu", weights_only=True).get("agent_spec") or {}
-    if not spec:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not state.get("agent_spec"):
         raise UsageError(f"{path}: not a migration planner checkpoint (no agent shape in it)")
-    agent = MigrationAgent(**spec).to(pick_device(device))
-    load_checkpoint(path, agent)
+    agent = MigrationAgent(**state["agent_spec"])
+    agent.load_state_dict(state["agent"])
     agent.eval()
-    return agent
+    return agent.to(pick_device(device))
+
+
+def find_policy(path: str | Path | None = None, required: bool = False) -> MigrationAgent | None:
+    """The trained policy at ``path``, or the one the train-planner flow left in the state folder;
+    None when there is none and it is not ``required`` (UsageError when it is)."""
+    from lepton_core.state import planner_dir
+
+    path = Path(path) if path else planner_dir() / POLICY_FILE
+    if not path.is_file() and not required:
+        return None
+    return load_policy(path)
 
 
 def policy_plan(agent: MigrationAgent, scenario: Scenario, samples: int = 16, seed: int = 0) -> Plan:

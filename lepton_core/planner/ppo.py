@@ -224,7 +224,7 @@ def load_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimiz
 
 def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = None, checkpoint: str | Path | None = None,
           resume: str | Path | None = None, on_iteration: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
-    """Train ``agent`` on the vector env ``envs`` (``cfg.num_envs`` copies, SAME_STEP autoreset).
+    """Train ``agent`` on the vector env ``envs`` (``cfg.num_envs`` copies, SAME_STEP or NEXT_STEP autoreset).
 
     Logs each iteration to ``log_dir/progress.csv`` and TensorBoard event files there; saves
     ``checkpoint`` after every iteration; ``resume`` continues from a checkpoint's weights,

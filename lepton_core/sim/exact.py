@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lepton_core.errors import UsageError
-from lepton_core.sim.plan import Outcome, Plan, PlanStep, replay
+from lepton_core.sim.plan import Outcome, Plan, PlanStep, cheapest_types, replay
 from lepton_core.sim.scenario import Scenario
 
 SCALE = 10_000  # model units per dollar
@@ -77,7 +77,7 @@ def solve(scenario: Scenario, time_limit_s: float = 30.0, workers: int = 2, seed
     for i in np.flatnonzero(~fits.any(axis=1)):
         raise UsageError(f"workload {s.names[i]!r} fits no instance type in the catalogue "
                          f"({s.cpu[i]:g} vCPU, {s.memory_gb[i]:g} GB, {s.gpu[i]:g} GPU)")
-    instance = np.where(fits, s.instance_price[None, :], np.inf).argmin(axis=1)
+    instance = cheapest_types(s)
     price = s.instance_price[instance]
     per_hour, CAP = capacity_curve(s)
     data = np.maximum(np.round(s.data_gb * MB_PER_GB).astype(np.int64), 1)  # an empty transfer still takes its hour
@@ -152,6 +152,8 @@ def polish(scenario: Scenario, steps: tuple[PlanStep, ...], outcome: Outcome, re
             break
         best, best_outcome = found
     return best, best_outcome
+
+
 def _polish_replays(time_limit_s: float) -> int:
     """The local search's budget: 40 replays per second the solver may take (a replay of a 12-service
     plan over 14 days takes about 15 ms here, so about 60% of the solver's time), at least 100."""

@@ -22,7 +22,6 @@ from lepton_core.sim.scenario import Scenario
 
 HEURISTICS = ("lift-shift", "waves", "greedy")
 METHODS = (*HEURISTICS, "ppo", "exact")
-EXACT_PROVES_UP_TO = 8  # workloads: the exact planner proves the optimum in seconds up to here
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def run_episode(env: CloudMigrationEnv, choose: Callable[[CloudMigrationEnv, np.
             steps.append(PlanStep(s.names[i], s.instance_names[k], hour))
         for key, value in info["cost"].items():
             totals[key] = totals.get(key, 0.0) + value
-        downtime += s.downtime_minutes * float(((env.phase >= 2) & (env.cutover_left == s.cutover_hours)).sum())
+        downtime += s.downtime_minutes * float(((env.phase >= CUTOVER) & (env.cutover_left == s.cutover_hours)).sum())
         began[(env.phase >= TRANSFER) & (began < 0)] = hour
         over[(env.phase >= CUTOVER) & (over < 0)] = env.hour
         cloud[(env.phase == CLOUD) & (cloud < 0)] = env.hour
@@ -126,7 +125,8 @@ def _like_for_like(s: Scenario) -> np.ndarray:
     return np.where(ok, choice, cheapest)
 
 
-def _cheapest(s: Scenario) -> np.ndarray:
+def cheapest_types(s: Scenario) -> np.ndarray:
+    """Per workload, the index of the cheapest instance type that fits it."""
     return np.where(s.fits(), s.instance_price[None, :], np.inf).argmin(axis=1)
 
 
@@ -161,7 +161,7 @@ def yardstick(scenario: Scenario, method: str) -> Plan:
         def choose(env, mask):
             return _first_valid(env, mask, order, instance)
     elif method == "waves":
-        instance, level = _cheapest(s), _levels(s)
+        instance, level = cheapest_types(s), _levels(s)
         order = np.argsort(level, kind="stable")
 
         def choose(env, mask):
@@ -170,7 +170,7 @@ def yardstick(scenario: Scenario, method: str) -> Plan:
             members = order[(level[order] == wave) & (env.phase[order] == ONPREM)]
             return _first_valid(env, mask, members, instance)
     elif method == "greedy":
-        instance = _cheapest(s)
+        instance = cheapest_types(s)
         gb_per_hour = s.link_gbps * s.link_efficiency * 450.0 * float(np.mean(s.bandwidth_factor))
         hours = s.data_gb / gb_per_hour
         price = s.instance_price[instance]
