@@ -217,15 +217,20 @@ def train_planner_cmd(
     steps: Annotated[int, typer.Option(min=1000, help="Simulated hours to train for, all simulators together.")] = 200_000,
     envs: Annotated[int, typer.Option(min=1, max=65536, help="Simulators stepped together.")] = 64,
     max_workloads: Annotated[int, typer.Option(min=2, max=256, help="The largest system the policy will plan.")] = 16,
+    min_workloads: Annotated[int, typer.Option(min=1, max=256, help="The smallest system drawn in training.")] = 4,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the training run.")] = 1,
     fresh: Annotated[bool, typer.Option(help="Start afresh instead of going on from a checkpoint of the same settings.")] = False,
 ) -> None:
     """Train the PPO migration planner on the simulator (the train-planner flow); plans then use it."""
+    from lepton_core.errors import UsageError
+
+    if min_workloads > max_workloads:  # before Prefect starts: bad input fails at once
+        raise UsageError(f"--min-workloads {min_workloads} is larger than --max-workloads {max_workloads}")
     from flows.train_planner import train_planner_flow
     from lepton_core.spec.params import PlannerTraining
 
     result = train_planner_flow(PlannerTraining(total_timesteps=steps, num_envs=envs, max_workloads=max_workloads,
-                                                seed=seed, fresh=fresh))
+                                                min_workloads=min_workloads, seed=seed, fresh=fresh))
     typer.echo(f"planner trained to {result['global_step']:,} steps; last mean episode cost ${result['final_cost']:,.2f}")
     typer.echo(f"policy: {result['policy']}; learning curve: {result['curve']}")
 

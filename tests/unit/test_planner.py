@@ -78,3 +78,14 @@ def test_cli_plans_with_a_trained_policy_and_says_when_there_is_none(demo_data, 
     assert re.fullmatch(r"plan \(ppo\): \d+ workloads", lines[0])  # the ones it moved (an untrained policy may wait)
     assert any(line.startswith("cost over 336 h: $") for line in lines)
     assert lines[-1].startswith("best of the greedy rollout and 16 samples")
+
+
+def test_cli_train_planner_rejects_sizes_out_of_order_before_anything_starts(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.setenv("LEPTON_HOME", str(tmp_path / "home"))
+    bad = CliRunner().invoke(app, ["train-planner", "--max-workloads", "2"])
+    assert bad.exit_code == 2 and bad.stderr == "error: --min-workloads 4 is larger than --max-workloads 2\n"
+    assert not (tmp_path / "home" / "planner").exists()
