@@ -91,10 +91,11 @@ def run(
     prefix: Annotated[Optional[str], typer.Option(help="Override the target key prefix.")] = None,
     endpoint_url: Annotated[Optional[str], typer.Option(help="Override the S3 endpoint ('embedded' or a URL).")] = None,
     plan_seconds: Annotated[float, typer.Option(min=0, max=3600, help="Seconds the exact planner may search (0: heuristics only).")] = 30.0,
+    adapt_epochs: Annotated[int, typer.Option(min=1, max=10000, help="Epochs at most to adapt the model to the cloud's data.")] = 15,
 ) -> None:
     """Run the whole migration flow on a spec (the bundled demo when none is given)."""
     from lepton_core.spec import load_spec
-    from lepton_core.spec.params import PlanOptions, SpecRef, TargetOverrides
+    from lepton_core.spec.params import AdaptOptions, PlanOptions, SpecRef, TargetOverrides
 
     overrides = TargetOverrides(bucket=bucket, prefix=prefix, endpoint_url=endpoint_url)
     if spec is not None:  # fail fast, before Prefect starts, on a bad spec or override
@@ -102,7 +103,7 @@ def run(
     from flows.migrate import migrate
 
     report = migrate(spec=SpecRef(path=str(spec.resolve()) if spec else None), target=overrides,
-                     planning=PlanOptions(exact_seconds=plan_seconds))
+                     planning=PlanOptions(exact_seconds=plan_seconds), adapting=AdaptOptions(max_epochs=adapt_epochs))
     typer.echo(f"migration finished; report: {report}")
     from lepton_core.state import store_dir
     from lepton_core.store import EmbeddedStore
@@ -273,6 +274,59 @@ def migrate_data(
         with Progress(*columns) as bar:
             summary = migrate_dataset(loaded, name, state_dir(), _BarProgress(bar, name))
         typer.echo(summary.line())
+
+
+class Strategy(str, enum.Enum):
+    head = "head"
+    full = "full"
+    gradual = "gradual"
+
+
+class Init(str, enum.Enum):
+    onprem = "onprem"
+    imagenet = "imagenet"
+    none = "none"
+
+
+class AdaptData(str, enum.Enum):
+    cloud_copy = "cloud-copy"
+    location = "location"
+
+
+@app.command()
+@guarded
+def adapt(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML file (it must name a model).")],
+    strategy: Annotated[Strategy, typer.Option(help="head: the classifier (and batch-norm) only; full: every weight; gradual: thaw the backbone block by block.")] = Strategy.full,
+    init: Annotated[Init, typer.Option(help="Initial weights: the on-prem checkpoint, torchvision's ImageNet weights (local file only), or none.")] = Init.onprem,
+    weights: Annotated[Optional[Path], typer.Option(help="--init imagenet: the weights file (default: $TORCH_HOME/hub/checkpoints).")] = None,
+    data: Annotated[AdaptData, typer.Option(help="cloud-copy: the migrated copy, verified against its manifest; location: where the spec says.")] = AdaptData.cloud_copy,
+    labelled_fraction: Annotated[float, typer.Option(min=0.001, max=1.0, help="Share of the target's training labels to use.")] = 0.1,
+    epochs: Annotated[int, typer.Option(min=1, max=10000, help="Epochs at most (early stopping may end sooner).")] = 15,
+    batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Images per training step.")] = 32,
+    lr: Annotated[float, typer.Option(min=1e-7, max=1.0, help="AdamW's learning rate at the start.")] = 1e-3,
+    scratch: Annotated[bool, typer.Option("--scratch/--no-scratch", help="Also train from scratch on the same labels and budget.")] = True,
+    register: Annotated[bool, typer.Option("--register/--no-register", help="Upload the checkpoint and model card to the registry.")] = True,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the labelled subset, shuffling and weights.")] = 0,
+    fresh: Annotated[bool, typer.Option(help="Discard checkpoints of an earlier run with the same settings.")] = False,
+) -> None:
+    """Adapt the spec's on-prem model to its target dataset (the adapt-model flow) and compare it with
+    the model as it is and with one trained from scratch."""
+    from lepton_core.spec import load_spec
+    from lepton_core.spec.params import AdaptOptions, SpecRef
+
+    load_spec(spec)  # fail fast, before Prefect starts
+    options = AdaptOptions(strategy=strategy.value, init=init.value, pretrained_weights=str(weights) if weights else None,
+                           data=data.value, labelled_fraction=labelled_fraction, max_epochs=epochs, batch_size=batch_size,
+                           lr=lr, compare_scratch=scratch, register_model=register, seed=seed, fresh=fresh, progress_bar=True)
+    from flows.adapt import adapt_model_flow
+
+    result = adapt_model_flow(spec=SpecRef(path=str(spec.resolve())), adapting=options)
+    for name, acc in result["accuracy"].items():
+        typer.echo(f"{name}: target test accuracy {acc:.1%}")
+    typer.echo(f"adapted checkpoint: {result['checkpoint']}")
+    if result["registry_uri"]:
+        typer.echo(f"registered: {result['registry_uri']} (version {result['version']})")
 
 
 @store_app.command("up")

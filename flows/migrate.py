@@ -2,8 +2,9 @@
 
 Stages so far: check the spec, validate the source data (profiles saved, drift reported), plan the
 order of the services' move in the simulator, reach the object store, migrate the data and validate
-each cloud copy, publish the Data Docs next to the data, write the run report. Later stages
-(adaptation, integration, optimisation) slot in between.
+each cloud copy, adapt the model to the cloud copy of its target data (and register it), publish
+the Data Docs next to the data, write the run report. Later stages (integration, optimisation) slot
+in between.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.report import RunReport
-from lepton_core.report.stages import data_stage, drift_stage, plan_stage, spec_stage, store_stage, validation_stage
+from lepton_core.report.stages import (adapt_stage, data_stage, drift_stage, plan_stage, spec_stage, store_stage,
+                                       validation_stage)
 from lepton_core.spec import is_s3
-from lepton_core.spec.params import PlanOptions, SpecRef, TargetOverrides
+from lepton_core.spec.params import AdaptOptions, PlanOptions, SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
 from lepton_core.sim.plan import cheapest, dataset_order
 from lepton_core.validation.drift import comparisons
+from tasks.adapt import adapt_model_task
 from tasks.data import migrate_dataset_task
 from tasks.plan import plan_migration_task
 from tasks.report import write_run_report
@@ -33,13 +36,14 @@ from tasks.validation import drift_task, publish_data_docs_task, validate_source
 @flow(name="migrate", description="Move an AI system's data, model and services to the cloud, as its spec says.",
       task_runner=ThreadPoolTaskRunner(max_workers=2))
 def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides(),
-            planning: PlanOptions = PlanOptions()) -> str:
+            planning: PlanOptions = PlanOptions(), adapting: AdaptOptions = AdaptOptions()) -> str:
     """Run the migration described by ``spec``; returns the path of the run report.
 
     Args:
         spec: the spec to run (the bundled demo when no path is given).
         target: changes to the spec's cloud target for this run only.
         planning: how the order of the services' move is planned.
+        adapting: how the model is adapted to the cloud's data.
     """
     started = dt.datetime.now(dt.timezone.utc)
     root = str(state_dir())
@@ -74,13 +78,19 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     summaries = [c.result() for c in copies]
     copy_gates = [c.result() for c in checks]
 
-    # 6. The gates' Data Docs next to the data; the report, in the run's folder and as an artifact.
+    # 6. The model, fine-tuned on the verified cloud copy of its target data, compared with the model
+    #    as it is and with one trained from scratch, registered; it trains while the Data Docs upload.
+    adapted = adapt_model_task.submit(loaded, adapting, root, run_dir) if loaded.spec.model else None
+
+    # 7. The gates' Data Docs next to the data; the report, in the run's folder and as an artifact.
     docs_uri = publish_data_docs_task(loaded, root, run_dir, run_name)
+    adaptation = adapted.result() if adapted else None
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
         stages=(spec_stage(loaded), validation_stage(gates, "source", run_dir), drift_stage(drifts),
                 *([plan_stage(plans, run_dir, order)] if plans else []), store_stage(info),
-                data_stage(summaries), validation_stage(copy_gates, "target", run_dir, docs_uri)),
+                data_stage(summaries), validation_stage(copy_gates, "target", run_dir, docs_uri),
+                *([adapt_stage(adaptation, run_dir)] if adaptation else [])),
     )
     return write_run_report(report, run_dir)

@@ -1,9 +1,10 @@
-"""Report sections for the stages that exist so far: spec, object store, data migration, and the
-source and target validation gates."""
+"""Report sections for the stages that exist so far: spec, source and target validation gates,
+drift, plan, object store, data migration and model adaptation."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lepton_core.data.engine import TransferSummary
 from lepton_core.report.run_report import StageResult
@@ -12,6 +13,9 @@ from lepton_core.spec import LoadedSpec
 from lepton_core.store.target import TargetInfo
 from lepton_core.validation.drift import DriftReport
 from lepton_core.validation.gate import GateResult
+
+if TYPE_CHECKING:
+    from lepton_core.transfer.adapt import AdaptResult
 
 
 def spec_stage(loaded: LoadedSpec) -> StageResult:
@@ -105,3 +109,24 @@ def plan_stage(plans: list[Plan], run_dir: str, dataset_order: list[str] | None 
     return StageResult(stage="plan", status="ok", details=tuple(rows),
                        summary=f"{best.method}: ${best.outcome.total_cost:,.2f} for {len(best.steps)} services{margin}",
                        images=tuple((caption, _relative(str(path), run_dir)) for caption, path in charts if path.is_file()))
+
+
+def adapt_stage(result: AdaptResult, run_dir: str) -> StageResult:
+    """The three models side by side on the target's test split, the registered version, the learning curve."""
+    rows = [(name, f"accuracy {m.accuracy:.1%}, macro-F1 {m.macro_f1:.3f}, calibration error {m.calibration_error:.3f} "
+                   f"on {m.images:,} test images") for name, m in result.metrics.items()]
+    a = result.adapted
+    rows.append(("training", f"{a.epochs} epochs in {a.seconds:.0f} s ({a.precision} on {a.device})"
+                             + ("; resumed from a checkpoint" if a.resumed else "")))
+    c = a.calibration
+    if c:
+        polarity = "inverted (the target's images are the on-prem sensor's negatives)" if c["inverted"] else "as on-prem"
+        pseudo = (f"; {c['pseudo_labelled']} unlabelled training images pseudo-labelled at confidence >= {c['threshold']:g}"
+                  f" ({c['agreement_with_folders']:.1%} agree with their folders)" if c.get("pseudo_labelled") else "")
+        rows.append(("calibration", f"batch-norm statistics re-estimated on {c['unlabelled_images']} images; polarity "
+                                    f"{polarity}: labelled accuracy {c['accuracy_as_is']:.1%} as is, "
+                                    f"{c['accuracy_inverted']:.1%} inverted{pseudo}"))
+    rows.append(("checkpoint", _relative(str(result.checkpoint), run_dir)))
+    rows.append(("registry", f"{result.registry_uri} (version {result.version})" if result.registry_uri else "not registered"))
+    images = (("validation accuracy while training", _relative(str(result.curve), run_dir)),) if result.curve.is_file() else ()
+    return StageResult(stage="model adaptation", status="ok", summary=result.summary(), details=tuple(rows), images=images)

@@ -178,6 +178,10 @@ class TargetSpec(StrictModel):
     endpoint_url: Annotated[str | None, AfterValidator(_check_endpoint)] = Field(
         default=None, description="S3 endpoint: 'embedded' for lepton's local server, a URL, or left out for AWS S3."
     )
+    registry_prefix: str = Field(
+        default="registry", max_length=512, pattern=r"^$|^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$",
+        description="Key prefix, under the target prefix, of the model registry (checkpoints and model cards).",
+    )
     encryption: Literal["none", "AES256", "aws:kms"] = Field(default="AES256", description="Server-side encryption of every object.")
     kms_key_id: str | None = Field(default=None, max_length=2048, description="KMS key for encryption 'aws:kms'.")
     catalogue: str = Field(default="aws-us-east-1", min_length=1, max_length=1024, description="Bundled catalogue name or a catalogue YAML path.")

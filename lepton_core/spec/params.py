@@ -70,3 +70,42 @@ class PlannerTraining(StrictModel):
         if self.min_workloads > self.max_workloads:
             raise ValueError(f"min_workloads ({self.min_workloads}) is larger than max_workloads ({self.max_workloads})")
         return self
+
+
+class AdaptOptions(StrictModel):
+    """How the on-prem model is adapted to the cloud's data (the UI form of the ``adapt-model`` flow)."""
+
+    strategy: Literal["head", "full", "gradual"] = Field(
+        default="full", description="head: only the classifier (and batch-norm) learns; full: every weight; "
+                                    "gradual: the backbone thaws block by block from the top.")
+    init: Literal["onprem", "imagenet", "none"] = Field(
+        default="onprem", description="Start from the on-prem checkpoint, from torchvision's ImageNet weights "
+                                      "(a local file, never downloaded), or from random weights.")
+    pretrained_weights: str | None = Field(
+        default=None, max_length=4096,
+        description="init 'imagenet': the weights file; empty for torch's cache ($TORCH_HOME/hub/checkpoints).")
+    data: Literal["cloud-copy", "location"] = Field(
+        default="cloud-copy", description="cloud-copy: the migrated copy on the target, verified against its manifest; "
+                                          "location: the dataset where the spec says it is.")
+    labelled_fraction: float = Field(default=0.1, gt=0, le=1,
+                                     description="Share of the target's training images whose labels are used.")
+    max_epochs: int = Field(default=15, ge=1, le=10_000, description="Epochs at most (early stopping may end sooner).")
+    patience: int = Field(default=5, ge=1, le=10_000, description="Epochs without a better validation accuracy before stopping.")
+    batch_size: int = Field(default=32, ge=1, le=65_536, description="Images per training step.")
+    lr: float = Field(default=1e-4, gt=0, le=1, description="AdamW's learning rate for fine-tuning at the start "
+                                                         "(cosine-annealed).")
+    calibrate: bool = Field(default=True, description="Before fine-tuning: re-estimate batch-norm statistics on the "
+                                                      "target's images and check the sensor's polarity.")
+    pseudo_label_threshold: float | None = Field(
+        default=0.9, gt=0, le=1, description="The calibrated model labels the training images whose labels are unused "
+                                             "where it is this sure; empty: only the labelled images train.")
+    scratch_lr: float = Field(default=1e-3, gt=0, le=1, description="AdamW's learning rate for the from-scratch yardstick.")
+    compare_scratch: bool = Field(default=True, description="Also train the architecture from scratch on the same "
+                                                           "labels and budget, as the yardstick.")
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed"] = Field(
+        default="auto", description="auto: bf16-mixed on a GPU that has it, 32-bit on a CPU.")
+    num_workers: int = Field(default=0, ge=0, le=64, description="Data-loading processes (0: in the training process).")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the labelled subset, shuffling and weights.")
+    register_model: bool = Field(default=True, description="Upload the adapted checkpoint and its model card to the registry.")
+    fresh: bool = Field(default=False, description="Discard checkpoints of an earlier run with the same settings.")
+    progress_bar: bool = Field(default=False, description="Show Lightning's progress bar (for a terminal).")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+from lepton_core.errors import UsageError
 from lepton_core.fsutil import atomic_path
 
 FORMAT = "lepton-checkpoint/1"
@@ -80,3 +81,49 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, CheckpointMeta]:
         metrics=dict(payload.get("metrics", {})),
     )
     return payload["state_dict"], meta
+
+
+def onprem_weights(path: str | os.PathLike, architecture: str, classes: tuple[str, ...], input_size: int) -> tuple[dict, Preprocess]:
+    """The weights of the on-prem checkpoint at ``path`` for a ``architecture`` model over ``classes``, and
+    the preprocessing it was trained with. A lepton checkpoint must name the same architecture and
+    classes; a plain state dict must fit the architecture tensor by tensor. Anything else: a UsageError
+    that names the file and the mismatch."""
+    import torch
+
+    from lepton_core.transfer.backbones import build_model
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: checkpoint not found") from None
+    except Exception as exc:
+        raise UsageError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    preprocess = Preprocess()
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        state, meta = load_checkpoint(path)
+        if meta.architecture != architecture:
+            raise UsageError(f"{path}: a {meta.architecture} checkpoint, but the spec's model is {architecture}")
+        if tuple(meta.classes) != tuple(classes):
+            raise UsageError(f"{path}: trained for {len(meta.classes)} classes ({_show(meta.classes)}), but the spec's "
+                             f"model has {len(classes)} ({_show(classes)})")
+        preprocess = meta.preprocess
+    elif isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        state = payload
+    else:
+        raise UsageError(f"{path}: neither a lepton checkpoint nor a state dict of tensors")
+    own = build_model(architecture, len(classes), input_size).state_dict()
+    missing = [k for k in own if k not in state]
+    extra = [k for k in state if k not in own]
+    if missing or extra:
+        raise UsageError(f"{path}: does not fit {architecture} ({len(missing)} tensors missing, e.g. {(missing or ['-'])[0]!r}; "
+                         f"{len(extra)} unexpected, e.g. {(extra or ['-'])[0]!r})")
+    for k, v in own.items():
+        if state[k].shape != v.shape:
+            raise UsageError(f"{path}: tensor {k!r} is {tuple(state[k].shape)}, {architecture} over {len(classes)} classes "
+                             f"at {input_size} px needs {tuple(v.shape)}")
+    return state, preprocess
+
+
+def _show(names: tuple[str, ...] | list[str], most: int = 5) -> str:
+    names = list(names)
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")

@@ -47,7 +47,7 @@ def report_of(proc: subprocess.CompletedProcess) -> Path:
 
 
 def test_run_with_an_ephemeral_prefect(demo_full: Path, user_env: dict[str, str]) -> None:
-    proc = lepton(["run", str(demo_full), "--plan-seconds", "2"], user_env)
+    proc = lepton(["run", str(demo_full), "--plan-seconds", "2", "--adapt-epochs", "1"], user_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = report_of(proc)
     assert report.is_file() and "- status: **ok**" in report.read_text()
@@ -75,7 +75,7 @@ def test_run_against_a_prefect_server(demo_full: Path, user_env: dict[str, str],
             assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
             time.sleep(0.5)
         env = {**user_env, "PREFECT_API_URL": api, "PREFECT_SERVER_EPHEMERAL_ENABLED": "false"}
-        proc = lepton(["run", str(demo_full), "--prefix", "e2e", "--plan-seconds", "2"], env)
+        proc = lepton(["run", str(demo_full), "--prefix", "e2e", "--plan-seconds", "2", "--adapt-epochs", "1"], env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Starting temporary server" not in proc.stdout + proc.stderr
         # the run is recorded in that server, Completed, with its report artifact
@@ -88,7 +88,8 @@ def test_run_against_a_prefect_server(demo_full: Path, user_env: dict[str, str],
         with urllib.request.urlopen(req, timeout=10) as r:
             artifacts = json.load(r)
         gates = [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
-        assert sorted(a["key"] for a in artifacts if a["key"]) == sorted(["migration-report", "migration-plan", "drift-digits-cloud", *gates])
+        assert sorted(a["key"] for a in artifacts if a["key"]) == sorted(["migration-report", "migration-plan", "drift-digits-cloud",
+                                                                              "model-adaptation", *gates])
         assert sorted(a["type"] for a in artifacts if not a["key"]) == ["progress"] * 3  # one per dataset copy
         assert report_of(proc).is_file()
     finally:

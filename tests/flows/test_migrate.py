@@ -14,7 +14,9 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from flows.migrate import migrate
 from lepton_core.errors import is_transient
 from lepton_core.spec import SpecError, TargetSpec
-from lepton_core.spec.params import PlanOptions, SpecRef, TargetOverrides
+from lepton_core.spec.params import AdaptOptions, PlanOptions, SpecRef, TargetOverrides
+
+QUICK_ADAPT = AdaptOptions(max_epochs=1, compare_scratch=False)  # adaptation itself is tested in tests/flows/test_adapt.py
 from lepton_core.state import store_dir
 from lepton_core.store import EmbeddedStore, ObjectStore, StoreAuthError, StoreError
 from lepton_core.store.target import PROBE_KEY, TargetInfo
@@ -29,7 +31,7 @@ def task_runs(flow_run_id) -> dict[str, object]:
 
 def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_home: Path) -> None:
     state = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"),
-                    planning=PlanOptions(exact_seconds=5), return_state=True)
+                    planning=PlanOptions(exact_seconds=5), adapting=QUICK_ADAPT, return_state=True)
     assert state.is_completed(), state.message
     report = Path(state.result())
     assert report.parent.parent == flow_home / "runs"
@@ -58,7 +60,8 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
                                            "migrate-digits-cloud", "migrate-request-log", "validate-source-digits-onprem",
                                            "validate-source-digits-cloud", "validate-source-request-log",
                                            "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log",
-                                           "drift-digits-cloud-vs-digits-onprem", "publish-data-docs", "plan-migration"}
+                                           "drift-digits-cloud-vs-digits-onprem", "publish-data-docs", "plan-migration",
+                                           "adapt-model"}
     # profiles and Data Docs are in the run's folder; the Data Docs also next to the data; drift is reported
     run = report.parent
     assert sorted(p.name for p in (run / "profiles").iterdir()) == ["digits-cloud.json", "digits-onprem.json", "request-log.json"]
@@ -89,8 +92,17 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
 
     assert len(read_manifest(store, "lepton-demo", "flow-test/datasets/digits-cloud").objects) == 1797
     again = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"),
-                    planning=PlanOptions(exact_seconds=0), return_state=True)
-    assert "(0 sent this run)" in Path(again.result()).read_text()
+                    planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT, return_state=True)
+    again_text = Path(again.result()).read_text()
+    assert "(0 sent this run)" in again_text
+    # the model: adapted on the cloud copy, registered; the second run reused the finished training
+    version = re.search(r"\| registry \| s3://lepton-demo/flow-test/registry/digits-classifier/versions/(\w+)/ \(version \1\) \|", text).group(1)
+    assert f"(version {version})" in again_text
+    keys = {o.key for o in store.list("lepton-demo", f"flow-test/registry/digits-classifier/versions/{version}/")}
+    assert {k.rsplit("/", 1)[1] for k in keys} == {"model.pt", "model-card.json"}
+    assert re.search(r"\| model adaptation \| ok \| digits-classifier: target test accuracy [\d.]+% adapted vs", text)
+    assert "![validation accuracy while training](adapt/learning_curve.png)" in text
+    assert any(a.key == "model-adaptation" for a in artifacts)
 
 
 def test_bad_spec_fails_the_run_without_retrying(demo_data: Path, flow_home: Path) -> None:
@@ -167,7 +179,8 @@ def test_store_task_retries_only_transient_errors(monkeypatch: pytest.MonkeyPatc
 def test_validate_flow_checks_every_copy_and_fails_on_a_bad_one(demo_full: Path, flow_home: Path) -> None:
     from flows.validate import validate
 
-    assert migrate(spec=SpecRef(path=str(demo_full)), planning=PlanOptions(exact_seconds=0), return_state=True).is_completed()
+    assert migrate(spec=SpecRef(path=str(demo_full)), planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT,
+                   return_state=True).is_completed()
     lines = validate(spec=SpecRef(path=str(demo_full)), side="target")
     assert lines[:3] == ["digits-onprem: 6 target expectations passed", "digits-cloud: 6 target expectations passed",
                          "request-log: 7 target expectations passed"]

@@ -1,0 +1,156 @@
+"""Transfer learning on the demo's domain shift: the on-prem model adapted to the cloud's images
+with a tenth of their labels, against the on-prem model as it is and the same architecture trained
+from scratch on the same labels and number of epochs; three seeds, in one run.
+
+Measured:
+- ``acc_adapted``, ``acc_unadapted``, ``acc_scratch``: target test accuracy, mean over the seeds
+  (each seed draws its own labelled tenth and its own training randomness);
+- ``time_to_scratch_acc_fraction``: seconds of fitting the adapted model needed (calibration
+  included) until its validation accuracy first reached the scratch model's best, over the scratch
+  model's total seconds of fitting; median over the seeds (1.0 or more: it never got there sooner);
+- ``lightning_overhead_fraction``: Lightning's time per training step over a plain PyTorch loop's,
+  minus one, on the same resnet18, the same batches (in memory) and the same optimiser, rounds
+  alternated, median of the rounds;
+- ``images_per_s``: training images per second of that plain loop (forward, backward, step).
+
+The demo is written once into benchmarks/.data/transfer-demo (seed 0, as `lepton sample` writes
+it). No early stopping: every run gets the whole budget, so times compare.
+
+Run: .venv/bin/python benchmarks/transfer.py [--seeds 3] [--epochs 15]
+The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT.parent))
+
+
+def demo(dest: Path) -> Path:
+    from lepton_core.demo.sample import build_sample
+
+    spec = dest / "spec.yaml"
+    if not spec.is_file():
+        build_sample(dest, seed=0, force=True)
+    return spec
+
+
+def adaptation(spec: Path, seeds: int, epochs: int) -> dict:
+    from lepton_core.spec import load_spec
+    from lepton_core.spec.params import AdaptOptions
+    from lepton_core.transfer.adapt import ADAPTED, SCRATCH, UNADAPTED, adapt_model
+    from lepton_core.transfer.evaluate import time_to_reach
+
+    loaded = load_spec(spec)
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="lepton-transfer-bench-") as tmp:
+        for seed in range(seeds):
+            options = AdaptOptions(data="location", labelled_fraction=0.1, max_epochs=epochs, patience=epochs,
+                                   seed=seed, register_model=False)
+            r = adapt_model(loaded, options, Path(tmp) / "state", Path(tmp) / f"run-{seed}", say=print)
+            reached = time_to_reach(r.adapted.history, r.scratch.best_val_acc)
+            runs.append({
+                "seed": seed, **{f"acc_{k}": r.metrics[n].accuracy for k, n in
+                                 (("adapted", ADAPTED), ("unadapted", UNADAPTED), ("scratch", SCRATCH))},
+                "f1_adapted": r.metrics[ADAPTED].macro_f1, "f1_scratch": r.metrics[SCRATCH].macro_f1,
+                "ece_adapted": r.metrics[ADAPTED].calibration_error, "ece_scratch": r.metrics[SCRATCH].calibration_error,
+                "scratch_best_val": r.scratch.best_val_acc, "adapted_best_val": r.adapted.best_val_acc,
+                "adapted_seconds_to_scratch_best": reached, "scratch_seconds": r.scratch.seconds,
+                "adapted_seconds": r.adapted.seconds, "labelled": r.counts["train"],
+                "pseudo_labelled": (r.adapted.calibration or {}).get("pseudo_labelled"),
+                "pseudo_label_agreement": (r.adapted.calibration or {}).get("agreement_with_folders"),
+            })
+            print(json.dumps(runs[-1]), flush=True)
+    fractions = [(x["adapted_seconds_to_scratch_best"] or float("inf")) / x["scratch_seconds"] for x in runs]
+    mean = {k: statistics.mean(x[k] for x in runs) for k in ("acc_adapted", "acc_unadapted", "acc_scratch")}
+    spread = {f"{k}_std": statistics.stdev(x[k] for x in runs) if len(runs) > 1 else 0.0
+              for k in ("acc_adapted", "acc_scratch")}
+    return {**mean, **spread, "time_to_scratch_acc_fraction": statistics.median(fractions), "runs": runs}
+
+
+def overhead(rounds: int = 5, steps: int = 40, batch: int = 32) -> dict:
+    """Plain loop against Lightning, same model, batches and optimiser; rounds alternated."""
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+    from lightning.pytorch.callbacks import Callback
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from lepton_core.transfer.module import TransferModule
+
+    torch.manual_seed(0)
+    x, y = torch.randn(batch * steps, 3, 32, 32), torch.randint(0, 10, (batch * steps,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=batch)
+    warm = 5
+
+    class Clock(Callback):
+        def __init__(self) -> None:
+            self.marks: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == warm:
+                self.marks.append(time.perf_counter())
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self.marks.append(time.perf_counter())
+
+    def lightning_step() -> float:
+        module = TransferModule("resnet18", 10, 32, lr=1e-3, max_epochs=1)
+        clock = Clock()
+        trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock])
+        trainer.fit(module, train_dataloaders=loader)
+        return (clock.marks[1] - clock.marks[0]) / (steps - warm)
+
+    def plain_step() -> float:
+        module = TransferModule("resnet18", 10, 32, lr=1e-3, max_epochs=1)
+        net = module.net.train()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        for i, (xb, yb) in enumerate(loader):
+            if i == warm:
+                t0 = time.perf_counter()
+            loss = F.cross_entropy(net(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return (time.perf_counter() - t0) / (steps - warm)
+
+    plain, light = [], []
+    for _ in range(rounds):
+        plain.append(plain_step())
+        light.append(lightning_step())
+    ratios = [lt / p - 1 for lt, p in zip(light, plain, strict=True)]
+    return {"lightning_overhead_fraction": statistics.median(ratios), "plain_step_ms": 1000 * statistics.median(plain),
+            "lightning_step_ms": 1000 * statistics.median(light), "images_per_s": batch / statistics.median(plain)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=15)
+    args = parser.parse_args()
+    import torch
+
+    spec = demo(ROOT / ".data" / "transfer-demo")
+    t0 = time.perf_counter()
+    over = overhead()
+    print(json.dumps(over), flush=True)
+    result = adaptation(spec, args.seeds, args.epochs)
+    result.update(over)
+    result.update({"seeds": args.seeds, "epochs": args.epochs, "labelled_fraction": 0.1, "seconds": time.perf_counter() - t0,
+                   "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
+                   "device": "cuda" if torch.cuda.is_available() else "cpu"})
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""The adaptation stage for a spec: fine-tune the on-prem model to the target's images, train the
+same architecture from scratch on the same labels and budget, compare both with the on-prem model
+as it is, and register the adapted model (checkpoint, then its model card) under the registry prefix.
+
+Training runs live in the state folder under ``adapt/<model>/<key>-<run>/``, where the key is a hash
+of everything the result depends on (settings, the data's hashes, the initial weights' hash): a
+retried or repeated run goes on from its last checkpoint, or returns at once when it finished.
+Bad input (no model, a mismatched checkpoint, classes the model does not know, an unreadable image)
+fails before anything is registered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lepton_core.errors import UsageError
+from lepton_core.fsutil import atomic_write_text
+from lepton_core.spec import LoadedSpec, is_s3
+from lepton_core.spec.params import AdaptOptions
+from lepton_core.transfer.checkpoint import Preprocess
+from lepton_core.transfer.evaluate import Metrics
+from lepton_core.transfer.fit import FitJob, FitResult
+
+UNADAPTED, ADAPTED, SCRATCH = "on-prem (unadapted)", "adapted", "scratch"
+CARD_NAME, CHECKPOINT_NAME = "model-card.json", "model.pt"
+
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TargetImages:
+    root: Path  # a local ImageFolder tree
+    source: str  # where it came from (s3:// URI or path)
+    digest: str  # SHA-256 over the sorted (path, SHA-256) pairs: the same for a copy and its source
+    files: int
+
+
+@dataclass(frozen=True)
+class AdaptResult:
+    model: str
+    version: str
+    metrics: dict[str, Metrics]
+    adapted: FitResult
+    scratch: FitResult | None
+    counts: dict[str, int]
+    checkpoint: Path
+    card: dict
+    registry_uri: str | None
+    table: str
+    curve: Path
+
+    def summary(self) -> str:
+        a, u = self.metrics[ADAPTED], self.metrics[UNADAPTED]
+        s = self.metrics.get(SCRATCH)
+        vs = f", scratch {s.accuracy:.1%}" if s else ""
+        return (f"{self.model}: target test accuracy {a.accuracy:.1%} adapted vs {u.accuracy:.1%} unadapted{vs} "
+                f"({self.counts['train']} labelled images, {self.adapted.epochs} epochs)")
+
+
+def digest_pairs(pairs: list[tuple[str, str]]) -> str:
+    h = hashlib.sha256()
+    for rel, sha in sorted(pairs):
+        h.update(f"{rel}\t{sha}\n".encode())
+    return h.hexdigest()
+
+
+def target_images(loaded: LoadedSpec, options: AdaptOptions, state_root: Path, store_fn: Callable) -> TargetImages:
+    """The target dataset as a local folder: the verified cloud copy (downloaded once into the cache,
+    every file checked against the migration manifest's SHA-256), or the spec's location."""
+    from lepton_core.data.engine import dataset_prefix, download_dataset, read_manifest
+    from lepton_core.store.objectstore import S3Uri
+
+    spec = loaded.spec
+    dataset = spec.dataset(spec.model.target_dataset)
+    location = loaded.resolve(dataset.location)
+    if options.data == "location" and not is_s3(location):
+        from lepton_core.data.inventory import inventory
+        from lepton_core.data.stage import hash_cache
+
+        files = inventory(location)
+        cache = hash_cache(state_root)
+        try:
+            hashes = cache.hashes(files)
+        finally:
+            cache.close()
+        return TargetImages(Path(location), location, digest_pairs([(f.rel, hashes[f.rel]) for f in files]), len(files))
+    if options.data == "location":
+        uri = S3Uri.parse(location)
+        bucket, prefix = uri.bucket, uri.key.strip("/")
+    else:
+        bucket, prefix = spec.target.bucket, dataset_prefix(spec.target.prefix, dataset.name)
+    from lepton_core.data.crt import CrtTransfer
+
+    store = store_fn()
+    if read_manifest(store, bucket, prefix) is None:
+        hint = "migrate it first (`lepton migrate-data SPEC`) or adapt on the spec's location" if options.data == "cloud-copy" else "copy it with lepton first"
+        raise UsageError(f"s3://{bucket}/{prefix}: no complete copy of dataset {dataset.name!r} there; {hint}")
+    dest = state_root / "cache" / "datasets" / bucket / prefix
+    transfer = CrtTransfer(store.settings, encryption=spec.target.encryption, kms_key_id=spec.target.kms_key_id)
+    download_dataset(store, transfer, bucket, prefix, dest)
+    manifest = read_manifest(store, bucket, prefix)
+    return TargetImages(dest, f"s3://{bucket}/{prefix}", digest_pairs([(e.rel, e.sha256) for e in manifest.objects]),
+                        len(manifest.objects))
+
+
+def onprem_checkpoint(loaded: LoadedSpec, state_root: Path, store_fn: Callable) -> Path:
+    """The on-prem checkpoint as a local file (an s3:// one is downloaded into the cache once)."""
+    from lepton_core.store.objectstore import ObjectNotFound, S3Uri
+
+    location = loaded.resolve(loaded.spec.model.checkpoint)
+    if not is_s3(location):
+        if not Path(location).is_file():
+            raise UsageError(f"model.checkpoint: {location}: no such file")
+        return Path(location)
+    uri = S3Uri.parse(location)
+    dest = state_root / "cache" / "models" / f"{hashlib.sha256(location.encode()).hexdigest()[:16]}.pt"
+    if not dest.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            store_fn().download_file(uri.bucket, uri.key, dest)
+        except ObjectNotFound:
+            raise UsageError(f"model.checkpoint: {location}: no such object") from None
+    return dest
+
+
+def file_sha256(path: Path) -> str:
+    from lepton_core.data.inventory import sha256_file
+
+    return sha256_file(path)
+
+
+def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Path, out_dir: str | Path, *,
+                flow_run_id: str | None = None, say: Say | None = None) -> AdaptResult:
+    """Adapt the spec's model to its target dataset; compare, save and register. See the module docstring."""
+    from lepton_core.store.target import open_store
+    from lepton_core.transfer.checkpoint import onprem_weights
+
+    say = say or (lambda _m: None)
+    spec = loaded.spec
+    if spec.model is None:
+        raise UsageError(f"{loaded.path}: the spec has no model to adapt")
+    model = spec.model
+    state_root, out_dir = Path(state_root), Path(out_dir)
+    stores: list = []
+
+    def store_fn():
+        if not stores:
+            stores.append(open_store(spec.target, state_root, start=True))
+        return stores[0]
+
+    ckpt = onprem_checkpoint(loaded, state_root, store_fn)
+    onprem_state, onprem_pre = onprem_weights(ckpt, model.architecture, model.classes, model.input_size)
+    images = target_images(loaded, options, state_root, store_fn)
+    say(f"target images: {images.files} files from {images.source}")
+    init_path = {"onprem": str(ckpt), "none": None}.get(options.init)
+    if options.init == "imagenet":
+        from lepton_core.transfer.backbones import pretrained_path
+
+        init_path = str(pretrained_path(model.architecture, options.pretrained_weights))
+    pre = _preprocess(options, onprem_pre)
+    base = dict(data_root=str(images.root), data_name=model.target_dataset, classes=model.classes,
+                architecture=model.architecture, input_size=model.input_size, mode=pre.mode, mean=pre.mean, std=pre.std,
+                labelled_fraction=options.labelled_fraction, max_epochs=options.max_epochs, patience=options.patience,
+                batch_size=options.batch_size, lr=options.lr, seed=options.seed, precision=options.precision,
+                num_workers=options.num_workers, progress_bar=options.progress_bar)
+    adapted_job, version = _job("adapted", base, dict(init=options.init, init_path=init_path, strategy=options.strategy,
+                                             calibrate=options.calibrate, pseudo_label_threshold=options.pseudo_label_threshold),
+                       images, state_root, model.name, options.fresh)
+    say(f"fine-tuning {model.architecture} ({options.strategy}, from {options.init} weights) on "
+        f"{options.labelled_fraction:.0%} of the labels")
+    from lepton_core.transfer.fit import fit
+
+    adapted = fit(adapted_job)
+    scratch = None
+    if options.compare_scratch:
+        scratch_job, _ = _job("scratch", base | {"lr": options.scratch_lr}, dict(init="none", strategy="full"), images,
+                           state_root, model.name, options.fresh)
+        say("training the same architecture from scratch on the same labels and budget")
+        scratch = fit(scratch_job)
+    results = _evaluate(images, model, onprem_state, onprem_pre, pre, adapted, scratch)
+    return _save(loaded, options, images, adapted_job, adapted, scratch, results, ckpt, version, out_dir,
+                 store_fn, flow_run_id, say)
+
+
+def _preprocess(options: AdaptOptions, onprem: Preprocess) -> Preprocess:
+    from lepton_core.transfer.backbones import IMAGENET_MEAN, IMAGENET_STD
+
+    if options.init == "imagenet":
+        return Preprocess(mode=onprem.mode, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return onprem
+
+
+def _job(name: str, base: dict, extra: dict, images: TargetImages, state_root: Path, model: str,
+         fresh: bool) -> tuple[FitJob, str]:
+    """The job, in a work folder named by a hash of everything its result depends on (that hash is
+    also the registered version)."""
+    job = FitJob(name=name, work_dir="-", **base, **extra)
+    init_hash = file_sha256(Path(job.init_path)) if job.init_path else ""
+    key = hashlib.sha256(json.dumps([job.settings(), images.digest, init_hash], sort_keys=True).encode()).hexdigest()[:16]
+    work = state_root / "adapt" / model / f"{key}-{name}"
+    if fresh and work.exists():
+        shutil.rmtree(work)
+    return job.model_copy(update={"work_dir": str(work)}), key
+
+
+def _evaluate(images: TargetImages, model, onprem_state: dict, onprem_pre: Preprocess, pre: Preprocess,
+              adapted: FitResult, scratch: FitResult | None) -> dict[str, Metrics]:
+    """The three models on the target's test split, each with its own preprocessing."""
+    from lepton_core.transfer.backbones import build_model
+    from lepton_core.transfer.data import ImageDataModule
+    from lepton_core.transfer.evaluate import metrics, predict
+    from lepton_core.transfer.fit import trained_state
+
+    def score(state: dict, p: Preprocess) -> Metrics:
+        net = build_model(model.architecture, len(model.classes), model.input_size)
+        net.load_state_dict(state)
+        data = ImageDataModule(images.root, model.classes, model.input_size, p, batch_size=256, name=model.target_dataset)
+        return metrics(*predict(net, data.test_dataloader()))
+
+    results = {UNADAPTED: score(onprem_state, onprem_pre), ADAPTED: score(trained_state(adapted), pre)}
+    if scratch is not None:
+        results[SCRATCH] = score(trained_state(scratch), pre)
+    return results
+
+
+def _code_version() -> dict:
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package = version("lepton")
+    except PackageNotFoundError:
+        package = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"lepton": package, "git_commit": commit}
+
+
+def _save(loaded: LoadedSpec, options: AdaptOptions, images: TargetImages, job: FitJob, adapted: FitResult,
+          scratch: FitResult | None, results: dict[str, Metrics], onprem_ckpt: Path, version: str, out_dir: Path,
+          store_fn: Callable, flow_run_id: str | None, say: Say) -> AdaptResult:
+    """Write the checkpoint, comparison, learning curve and model card into ``out_dir/adapt``; then
+    upload the checkpoint and, last, the card (a card on S3 means its checkpoint is complete)."""
+    from lepton_core.transfer.checkpoint import CheckpointMeta, save_checkpoint
+    from lepton_core.transfer.evaluate import comparison_table, confusion_text, learning_curve_png
+    from lepton_core.transfer.fit import trained_state
+
+    spec, model = loaded.spec, loaded.spec.model
+    out = out_dir / "adapt"
+    a = results[ADAPTED]
+    counts = _counts(images, job)
+    meta = CheckpointMeta(architecture=model.architecture, classes=model.classes, input_size=model.input_size,
+                          preprocess=Preprocess(job.mode, job.mean, job.std),
+                          metrics={"target_test_accuracy": a.accuracy, "target_test_macro_f1": a.macro_f1,
+                                   "target_test_calibration_error": a.calibration_error})
+    checkpoint = save_checkpoint(out / f"{model.name}-adapted.pt", trained_state(adapted), meta)
+    table = comparison_table(results)
+    atomic_write_text(out / "comparison.md", table + "\n\nConfusion matrix of the adapted model (rows: true class):\n\n```\n"
+                      + confusion_text(a, model.classes) + "\n```\n")
+    curves = {ADAPTED: adapted.history} | ({SCRATCH: scratch.history} if scratch else {})
+    curve = learning_curve_png(curves, out / "learning_curve.png", f"{model.name} on {model.target_dataset}")
+    registry = "/".join(p for p in (spec.target.prefix, spec.target.registry_prefix, model.name, "versions", version) if p)
+    checkpoint_sha = file_sha256(checkpoint)
+    card = {
+        "format": "lepton-model-card/1",
+        "model": model.name, "version": version, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "architecture": model.architecture, "classes": list(model.classes), "input_size": model.input_size,
+        "preprocess": {"mode": job.mode, "mean": list(job.mean), "std": list(job.std)},
+        "checkpoint": {"uri": f"s3://{spec.target.bucket}/{registry}/{CHECKPOINT_NAME}", "sha256": checkpoint_sha},
+        "initial_weights": {"kind": options.init, "sha256": file_sha256(Path(job.init_path)) if job.init_path else None,
+                            "on_prem_checkpoint": spec.model.checkpoint, "on_prem_sha256": file_sha256(onprem_ckpt)},
+        "training": {"strategy": options.strategy, "labelled_fraction": options.labelled_fraction,
+                     "labelled_images": counts["train"], "epochs": adapted.epochs,
+                     "best_val_acc": adapted.best_val_acc, "seconds": adapted.seconds, "precision": adapted.precision,
+                     "device": adapted.device, "lr": options.lr, "batch_size": options.batch_size, "seed": options.seed,
+                     "calibration": adapted.calibration},
+        "data": {"dataset": model.target_dataset, "source": images.source, "files": images.files, "sha256": images.digest},
+        "spec": {"name": spec.name, "sha256": loaded.sha256},
+        "metrics": {name: m.record() for name, m in results.items()},
+        "flow_run_id": flow_run_id,
+        "code": _code_version(),
+    }
+    atomic_write_text(out / CARD_NAME, json.dumps(card, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps({n: m.record() for n, m in results.items()}, indent=2))
+    uri = None
+    if options.register_model:
+        store = store_fn()
+        store.ensure_bucket(spec.target.bucket)
+        store.put_file(spec.target.bucket, f"{registry}/{CHECKPOINT_NAME}", checkpoint, metadata={"sha256": checkpoint_sha},
+                       content_type="application/octet-stream")
+        store.put_bytes(spec.target.bucket, f"{registry}/{CARD_NAME}", json.dumps(card, indent=2).encode(),
+                        content_type="application/json")
+        uri = f"s3://{spec.target.bucket}/{registry}/"
+        say(f"registered {model.name} version {version} at {uri}")
+    return AdaptResult(model=model.name, version=version, metrics=results, adapted=adapted, scratch=scratch, counts=counts,
+                       checkpoint=checkpoint, card=card, registry_uri=uri, table=table, curve=curve)
+
+
+def _counts(images: TargetImages, job: FitJob) -> dict[str, int]:
+    from lepton_core.transfer.data import ImageDataModule
+
+    data = ImageDataModule(images.root, job.classes, job.input_size, Preprocess(job.mode, job.mean, job.std),
+                           labelled_fraction=job.labelled_fraction, seed=job.seed, name=job.data_name)
+    return data.counts()
+

@@ -1,0 +1,268 @@
+"""The network being adapted (a LightningModule with a ``backbone`` and a ``head``), the freeze and
+unfreeze schedule of each strategy (a Lightning finetuning callback), and a per-epoch history.
+
+Strategies:
+- ``head``: the backbone stays frozen except its batch-norm layers, which re-fit their statistics and
+  scale to the new domain; only those and the head learn.
+- ``full``: every weight learns from the first step.
+- ``gradual``: starts as ``head``; every ``unfreeze_every`` epochs the next group of backbone blocks,
+  from the top down, joins the optimiser at ``backbone_lr_factor`` times the head's current rate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import BaseFinetuning, Callback
+from torch import nn
+
+from lepton_core.transfer.backbones import backbone_blocks, build_model, head_of
+
+Strategy = Literal["head", "full", "gradual"]
+STRATEGIES: tuple[str, ...] = ("head", "full", "gradual")
+MAX_GROUPS = 4
+STATISTICS_IMAGES = 512  # enough for stable batch-norm statistics; more only costs time
+
+
+class TransferModule(L.LightningModule):
+    """A torchvision classifier with the optimiser and metrics of fine-tuning.
+
+    Args:
+        architecture: torchvision architecture (see ``backbones.ARCHITECTURES``).
+        num_classes: outputs of the head.
+        input_size: side of the square input.
+        lr: AdamW's rate for the head (and for the backbone under ``full``), cosine-annealed per epoch.
+        weight_decay: AdamW's decoupled weight decay.
+        max_epochs: length of the cosine schedule.
+        label_smoothing: cross-entropy label smoothing.
+    """
+
+    def __init__(self, architecture: str, num_classes: int, input_size: int, *, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, max_epochs: int = 20, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = build_model(architecture, num_classes, input_size)
+
+    @property
+    def backbone(self) -> nn.ModuleList:
+        """The blocks below the head, input first (a view: the same modules as ``net``'s)."""
+        return nn.ModuleList(backbone_blocks(self.net, self.hparams.architecture))
+
+    @property
+    def head(self) -> nn.Module:
+        return head_of(self.net, self.hparams.architecture)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, classes)
+        return self.net(x)
+
+    def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(y))
+        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(y))
+        return loss
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        # Only what may learn now: the finetuning callback adds the rest as it thaws.
+        opt = torch.optim.AdamW((p for p in self.parameters() if p.requires_grad), lr=self.hparams.lr,
+                                weight_decay=self.hparams.weight_decay)
+        # The cosine's recursive form scales every group alike, including groups added later.
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.hparams.max_epochs),
+                                                           eta_min=self.hparams.lr * 0.01)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def unfreeze_groups(blocks: list[nn.Module], most: int = MAX_GROUPS) -> list[list[nn.Module]]:
+    """The backbone's blocks in at most ``most`` groups, top (next to the head) first."""
+    top_down = list(reversed(blocks))
+    size = -(-len(top_down) // most)
+    return [top_down[i:i + size] for i in range(0, len(top_down), size)]
+
+
+class Finetuning(BaseFinetuning):
+    """The strategy's schedule. Restart-safe: on a resumed run every group due by the current epoch
+    is trainable again (Lightning restores the optimiser's groups, not ``requires_grad``)."""
+
+    def __init__(self, strategy: Strategy, *, unfreeze_every: int = 2, backbone_lr_factor: float = 0.1) -> None:
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r} (known: {', '.join(STRATEGIES)})")
+        self.strategy, self.unfreeze_every, self.backbone_lr_factor = strategy, unfreeze_every, backbone_lr_factor
+
+    def freeze_before_training(self, pl_module: L.LightningModule) -> None:
+        if self.strategy != "full":
+            self.freeze(pl_module.backbone, train_bn=True)
+
+    def finetune_function(self, pl_module: L.LightningModule, epoch: int, optimizer: torch.optim.Optimizer) -> None:
+        if self.strategy != "gradual":
+            return
+        in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        for k, group in enumerate(unfreeze_groups(list(pl_module.backbone))):
+            if epoch < (k + 1) * self.unfreeze_every:
+                break
+            params = [p for m in group for p in m.parameters()]
+            if all(id(p) in in_optimizer for p in params):
+                self.make_trainable(group)  # restored with the optimiser's state on resume
+            else:
+                self.unfreeze_and_add_param_group(group, optimizer, lr=optimizer.param_groups[0]["lr"] * self.backbone_lr_factor,
+                                                  train_bn=False)
+
+
+def recalibrate_batchnorm(model: nn.Module, batches, device: torch.device | str = "cpu") -> int:
+    """Re-estimate every batch-norm layer's running mean and variance on ``batches`` (AdaBN): a model
+    moved to a new domain keeps its weights but normalises with the new domain's statistics. The
+    labels are not used. Returns the number of images seen."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers:
+        return 0
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over every batch, not an exponential one
+    model.train()
+    seen = 0
+    with torch.no_grad():
+        for x, _ in batches:
+            model(x.to(device))
+            seen += len(x)
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+    return seen
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The convolution that sees the pixels."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def labelled_accuracy(model: nn.Module, batches, device: torch.device | str = "cpu") -> float:
+    model.eval()
+    right = seen = 0
+    with torch.no_grad():
+        for x, y in batches:
+            right += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+            seen += len(y)
+    return right / max(seen, 1)
+
+
+def calibrate_input(model: nn.Module, unlabelled, labelled, device: torch.device | str = "cpu") -> dict:
+    """Fit the pretrained network to the new domain before any gradient step, and check the sensor's
+    polarity: with batch-norm statistics re-estimated on the target's images (AdaBN), score the
+    network on the labelled training images as it is and with its first convolution negated (the
+    network then sees each image's negative, exactly when the normalisation is centred at 0.5;
+    otherwise up to a constant the re-estimated statistics absorb). A negative sensor (white-hot
+    against black-hot cameras, negative film and X-ray scans, inverted documents) ruins a model
+    that no amount of batch-norm re-fitting helps; fine-tuning rarely undoes it, since every weight
+    of the first layer would have to change sign. The better of the two is kept (as it is on a tie),
+    so the checkpoint stays a plain torchvision network. Returns what was measured."""
+    conv = first_conv(model)
+    images = recalibrate_batchnorm(model, unlabelled, device)
+    as_is = labelled_accuracy(model, labelled, device)
+    kept = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        conv.weight.neg_()
+    recalibrate_batchnorm(model, unlabelled, device)
+    inverted = labelled_accuracy(model, labelled, device)
+    if inverted <= as_is:
+        model.load_state_dict(kept)
+    model.train()
+    return {"inverted": inverted > as_is, "accuracy_as_is": as_is, "accuracy_inverted": inverted, "unlabelled_images": images}
+
+
+def pseudo_labels(model: nn.Module, data, threshold: float, device: torch.device | str = "cpu") -> tuple[dict[str, int], dict]:
+    """The calibrated network as a teacher: its class for each training image whose label is unused,
+    where it is at least ``threshold`` sure. Also how many it labelled and how often those agree with
+    the folder names (a diagnostic only: those labels never reach training)."""
+    model.eval()
+    items = data.unlabelled_items()
+    probs = []
+    with torch.no_grad():
+        for x, _ in data.unlabelled_dataloader():
+            probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
+    model.train()
+    confidence, predicted = torch.cat(probs).max(dim=1)
+    labelled = {i.rel for i in data.dataset("train").items}
+    chosen = {i.rel: int(p) for i, c, p in zip(items, confidence, predicted, strict=True)
+              if float(c) >= threshold and i.rel not in labelled}
+    truth = {i.rel: i.label for i in items}
+    agree = sum(1 for rel, label in chosen.items() if truth[rel] == label)
+    return chosen, {"pseudo_labelled": len(chosen), "threshold": threshold,
+                    "agreement_with_folders": agree / len(chosen) if chosen else None}
+
+
+class CalibrateInput(Callback):
+    """Before the first epoch of a fresh run from pretrained weights: ``calibrate_input``, then (with a
+    ``threshold``) ``pseudo_labels`` join the training split. A resumed run keeps the weights and
+    statistics its checkpoint holds and the same pseudo-labels, kept in the callback's state."""
+
+    def __init__(self, threshold: float | None = None) -> None:
+        self.threshold = threshold
+        self.report: dict | None = None
+        self.labels: dict[str, int] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        data = trainer.datamodule
+        if trainer.ckpt_path is None:
+            labelled = torch.utils.data.DataLoader(data.dataset("train"), batch_size=256)
+            sample = data.unlabelled_dataloader(limit=STATISTICS_IMAGES)
+            self.report = calibrate_input(pl_module, sample, labelled, pl_module.device)
+            if self.threshold is not None:
+                self.labels, found = pseudo_labels(pl_module, data, self.threshold, pl_module.device)
+                self.report |= found
+        data.pseudo_labels = dict(self.labels)  # read when the training loader is made, after this hook
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"report": self.report, "labels": self.labels}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.report, self.labels = state_dict["report"], dict(state_dict["labels"])
+
+
+class EpochHistory(Callback):
+    """One row per finished epoch: seconds of fitting so far (across resumes), losses and accuracies.
+    Kept in Lightning checkpoints, so a resumed run's history is whole."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, float]] = []
+        self._elapsed = 0.0
+        self._t0: float | None = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Listed before the calibration callback: its work counts in the first epoch's time.
+        self._t0 = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the epoch's validation, with the epoch's training metrics reduced; before the
+        # checkpoint of this epoch is written (Lightning runs checkpoint callbacks last).
+        if self._t0 is None:
+            return
+        now = time.perf_counter()
+        self._elapsed += now - self._t0
+        self._t0 = None
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": trainer.current_epoch + 1, "seconds": round(self._elapsed, 4),
+                          **{k: float(m[k]) for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in m}})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows, "elapsed": self._elapsed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.rows, self._elapsed = list(state_dict["rows"]), float(state_dict["elapsed"])

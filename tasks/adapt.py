@@ -1,0 +1,28 @@
+"""The adaptation task: fine-tune the on-prem model to the target's data, compare it with the model
+as it is and with one trained from scratch, register it. Training checkpoints live in the state
+folder, so a retried task (or a re-run flow) goes on from the last epoch instead of starting over."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run
+
+from lepton_core.spec import LoadedSpec
+from lepton_core.spec.params import AdaptOptions
+from tasks.policies import JITTER, TRANSIENT_DELAYS, TRANSIENT_RETRIES, retry_if_transient
+
+
+@task(name="adapt-model", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS, retry_jitter_factor=JITTER,
+      retry_condition_fn=retry_if_transient)
+def adapt_model_task(loaded: LoadedSpec, options: AdaptOptions, state_root: str, run_dir: str):
+    """Returns the ``AdaptResult``; writes ``adapt/`` under ``run_dir`` and a ``model-adaptation`` artifact."""
+    from lepton_core.transfer.adapt import adapt_model
+
+    logger = get_run_logger()
+    result = adapt_model(loaded, options, state_root, run_dir, flow_run_id=flow_run.get_id(), say=logger.info)
+    logger.info(result.summary())
+    where = f"\n\nRegistered: `{result.registry_uri}` (version `{result.version}`)" if result.registry_uri else ""
+    create_markdown_artifact(key="model-adaptation", description=f"Adaptation of {result.model}", markdown=(
+        f"# Adapting {result.model}\n\n{result.summary()}\n\n{result.table}{where}\n"))
+    return result

@@ -1,0 +1,64 @@
+"""The transfer DataModule: the split, the labelled subset, transforms and bad images."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from lepton_core.errors import UsageError
+from lepton_core.transfer.checkpoint import Preprocess
+from lepton_core.transfer.data import ImageDataModule, index_splits, labelled_subset
+from tests.transfer.conftest import CLASSES, write_images
+
+
+def test_split_folders_are_used_as_they_are(tiny_images: Path) -> None:
+    splits = index_splits(tiny_images, CLASSES)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 18, "val": 18, "test": 18}
+    assert all(i.rel.startswith("test/") for i in splits["test"])
+    assert sorted({i.label for i in splits["train"]}) == [0, 1, 2]
+
+
+def test_a_flat_folder_is_split_the_same_way_every_time_and_without_overlap(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "flat", splits=(), per_class=40)
+    first, second = index_splits(root, CLASSES), index_splits(root, CLASSES)
+    assert first == second
+    parts = [{i.rel for i in first[p]} for p in ("train", "val", "test")]
+    assert sum(len(p) for p in parts) == 120 and len(set().union(*parts)) == 120
+    assert 60 <= len(parts[0]) <= 100  # about 70% train
+
+
+def test_the_labelled_subset_is_stratified_and_seeded(tmp_path: Path) -> None:
+    root = write_images(tmp_path / "imgs", splits=("train", "test"), per_class=25)
+    train = index_splits(root, CLASSES)["train"]  # val carved out of train: fewer than 25 a class
+    per_class = {c: sum(1 for i in train if i.label == c) for c in range(3)}
+    subset = labelled_subset(train, 0.1, seed=3)
+    assert {c: sum(1 for i in subset if i.label == c) for c in range(3)} == {c: math.ceil(0.1 * n) for c, n in per_class.items()}
+    assert subset == labelled_subset(train, 0.1, seed=3)
+    assert subset != labelled_subset(train, 0.1, seed=4)
+    assert labelled_subset(train, 1.0, seed=0) == train
+
+
+def test_a_class_the_model_does_not_know_is_refused(tiny_images: Path) -> None:
+    with pytest.raises(UsageError, match=r"digits \(train/\): class folders the model does not know: c"):
+        index_splits(tiny_images, ("a", "b"), "digits")
+
+
+def test_batches_have_the_backbones_shape_and_normalisation(tiny_images: Path) -> None:
+    data = ImageDataModule(tiny_images, CLASSES, 48, Preprocess(mode="L", mean=(0.5,) * 3, std=(0.25,) * 3),
+                           labelled_fraction=0.5, batch_size=4)
+    x, y = next(iter(data.test_dataloader()))
+    assert x.shape == (4, 3, 48, 48) and x.dtype == torch.float32
+    assert torch.equal(x[:, 0], x[:, 1])  # a grey image repeated over three channels
+    assert x.min() >= -2.0 - 1e-6 and x.max() <= 2.0 + 1e-6  # (v - 0.5) / 0.25 for v in [0, 1]
+    assert data.counts() == {"train": 9, "val": 18, "test": 18}
+
+
+def test_an_unreadable_image_is_named(tiny_images: Path) -> None:
+    bad = tiny_images / "val" / "b" / "001.png"
+    bad.write_bytes(b"not a png")
+    data = ImageDataModule(tiny_images, CLASSES, 32, Preprocess(), batch_size=64)
+    with pytest.raises(UsageError, match=rf"{bad}: unreadable image"):
+        list(data.val_dataloader())

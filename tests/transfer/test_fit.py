@@ -1,0 +1,97 @@
+"""Training runs as jobs: resumed from their last checkpoint, reused when finished, and runnable as
+their own process (the entry point Lightning's DDP re-executes once per GPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lepton_core.transfer.fit import RESULT, FitJob, fit, trained_state
+from tests.transfer.conftest import CLASSES
+
+
+def job(images: Path, work: Path, **changes) -> FitJob:
+    base = dict(name="test", work_dir=str(work), data_root=str(images), data_name="tiny", classes=CLASSES,
+                architecture="mobilenet_v3_small", input_size=32, max_epochs=1, batch_size=8, lr=3e-3, seed=0)
+    return FitJob(**{**base, **changes})
+
+
+def test_a_finished_run_is_reused_and_an_interrupted_one_resumes(tiny_images: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    first = fit(job(tiny_images, work))
+    assert first.epochs == 1 and not first.resumed and len(first.history) == 1
+    last = work / "checkpoints" / "last.ckpt"
+    stamp = last.stat().st_mtime_ns
+    again = fit(job(tiny_images, work))
+    assert again == first and last.stat().st_mtime_ns == stamp  # nothing trained
+    # as if the run had been killed before its second epoch ended: a checkpoint, no result
+    (work / RESULT).unlink()
+    resumed = fit(job(tiny_images, work, max_epochs=2))
+    assert resumed.resumed and resumed.epochs == 2
+    assert [r["epoch"] for r in resumed.history] == [1, 2]
+    assert resumed.history[0] == first.history[0]  # epoch 1 came from the checkpoint, not trained again
+    csv = [(work / "logs" / f"csv-{k}" / "metrics.csv").read_text() for k in (1, 2)]  # each attempt's log kept
+    assert "val_acc" in csv[0] and "val_acc" in csv[1] and any((work / "logs" / "tensorboard").iterdir())
+    assert set(trained_state(resumed)) >= {"classifier.3.weight", "features.0.0.weight"}
+
+
+def test_the_entry_point_runs_a_job_in_its_own_process_and_is_safe_to_run_again(tiny_images: Path, tmp_path: Path) -> None:
+    spec = job(tiny_images, tmp_path / "work")
+    path = tmp_path / "job.json"
+    path.write_text(spec.model_dump_json())
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    for _ in range(2):  # DDP starts the same command once per GPU; a second start must do no harm
+        proc = subprocess.run([sys.executable, "-m", "lepton_core.transfer.fit", str(path)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    record = json.loads((tmp_path / "work" / RESULT).read_text())
+    assert record["result"]["epochs"] == 1 and len(record["result"]["history"]) == 1
+    assert fit(spec).best_checkpoint == record["result"]["best_checkpoint"]
+
+
+def test_a_bad_job_file_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "lepton_core.transfer.fit"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "usage: python -m lepton_core.transfer.fit JOB.json" in proc.stderr
+
+
+@pytest.mark.parametrize("field", ["lr", "labelled_fraction", "seed"])
+def test_changed_settings_are_not_taken_for_a_finished_run(tiny_images: Path, tmp_path: Path, field: str) -> None:
+    from lepton_core.transfer.fit import finished
+
+    spec = job(tiny_images, tmp_path / "w")
+    fit(spec)
+    assert finished(spec) is not None
+    changed = {"lr": 1e-2, "labelled_fraction": 0.5, "seed": 1}[field]
+    assert finished(spec.model_copy(update={field: changed})) is None
+
+
+@pytest.mark.parametrize("init", ["onprem", "imagenet", "none"])
+def test_each_kind_of_initial_weights_is_loaded(init: str, tiny_images: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from lepton_core.transfer.backbones import build_model
+    from lepton_core.transfer.checkpoint import CheckpointMeta, save_checkpoint
+    from lepton_core.transfer.fit import initial_weights
+    from lepton_core.transfer.module import TransferModule
+    from tests.transfer.test_model import seed_torch_home
+
+    imagenet = seed_torch_home(tmp_path, monkeypatch, "mobilenet_v3_small")
+    torch.manual_seed(3)
+    onprem = build_model("mobilenet_v3_small", 3, 32).state_dict()
+    path = save_checkpoint(tmp_path / "onprem.pt", onprem, CheckpointMeta("mobilenet_v3_small", CLASSES, 32))
+    spec = job(tiny_images, tmp_path / "w", init=init, init_path=str(path) if init == "onprem" else None)
+    torch.manual_seed(11)
+    module = TransferModule("mobilenet_v3_small", 3, 32)
+    untouched = {k: v.clone() for k, v in module.net.state_dict().items()}
+    initial_weights(module, spec)
+    loaded = module.net.state_dict()
+    key = "features.4.block.0.0.weight"
+    expected = {"onprem": onprem[key], "imagenet": imagenet[key], "none": untouched[key]}[init]
+    assert torch.equal(loaded[key], expected)
+    assert torch.equal(loaded["classifier.3.weight"], (onprem if init == "onprem" else untouched)["classifier.3.weight"])

@@ -1,0 +1,163 @@
+"""The network: backbones and heads, initial weights of each kind, refused checkpoints, strategies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from lepton_core.errors import UsageError
+from lepton_core.transfer.backbones import ARCHITECTURES, build_model, load_pretrained, pretrained_file
+from lepton_core.transfer.checkpoint import CheckpointMeta, Preprocess, onprem_weights, save_checkpoint
+from lepton_core.transfer.data import ImageDataModule
+from lepton_core.transfer.module import Finetuning, TransferModule, calibrate_input, recalibrate_batchnorm, unfreeze_groups
+from tests.transfer.conftest import CLASSES
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_every_backbone_has_a_backbone_and_a_head_that_cover_its_weights(architecture: str) -> None:
+    module = TransferModule(architecture, 3, 32)
+    params = {id(p) for p in module.parameters()}
+    backbone = {id(p) for p in module.backbone.parameters()}
+    head = {id(p) for p in module.head.parameters()}
+    assert backbone | head == params and not backbone & head
+    assert module(torch.zeros(2, 3, 32, 32)).shape == (2, 3)
+
+
+def test_fast_dev_run_on_a_tiny_backbone(tiny_images: Path) -> None:
+    module = TransferModule("mobilenet_v3_small", 3, 32)
+    data = ImageDataModule(tiny_images, CLASSES, 32, Preprocess(), batch_size=4)
+    trainer = L.Trainer(fast_dev_run=True, accelerator="cpu", enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(module, datamodule=data)
+    assert trainer.state.finished and trainer.global_step == 1
+
+
+def seed_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, architecture: str = "resnet18") -> dict:
+    """ImageNet-shaped weights in a temporary TORCH_HOME, where torchvision's file would be."""
+    import torchvision.models as tvm
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    torch.manual_seed(7)
+    state = getattr(tvm, architecture)(weights=None).state_dict()
+    path = pretrained_file(architecture)
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state
+
+
+def test_imagenet_weights_load_from_torch_home_except_the_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    state = seed_torch_home(tmp_path, monkeypatch)
+    model = build_model("resnet18", 3, 224)
+    skipped = load_pretrained(model, "resnet18")
+    assert skipped == ["fc.bias", "fc.weight"]
+    assert torch.equal(model.layer3[0].conv1.weight, state["layer3.0.conv1.weight"])
+    small = build_model("resnet18", 3, 32)  # the 3x3 first convolution does not fit ImageNet's 7x7
+    assert load_pretrained(small, "resnet18") == ["conv1.weight", "fc.bias", "fc.weight"]
+
+
+def test_missing_imagenet_weights_are_never_downloaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    with pytest.raises(UsageError, match=r"resnet18-f37072fd\.pth: no pretrained resnet18 weights there \(lepton never downloads"):
+        load_pretrained(build_model("resnet18", 3, 224), "resnet18")
+    assert not (tmp_path / "empty").exists()
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed_torch_home(tmp_path, monkeypatch, "mobilenet_v3_small")
+    with pytest.raises(UsageError, match="not resnet18 weights"):
+        load_pretrained(build_model("resnet18", 3, 224), "resnet18", pretrained_file("mobilenet_v3_small"))
+
+
+@pytest.fixture
+def onprem(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, 32)
+    return save_checkpoint(tmp_path / "onprem.pt", model.state_dict(), CheckpointMeta("resnet18", CLASSES, 32, Preprocess(mode="L")))
+
+
+def test_the_onprem_checkpoint_loads_with_its_preprocessing(onprem: Path) -> None:
+    state, pre = onprem_weights(onprem, "resnet18", CLASSES, 32)
+    build_model("resnet18", 3, 32).load_state_dict(state)
+    assert pre.mode == "L"
+
+
+@pytest.mark.parametrize(("architecture", "classes", "message"), [
+    ("resnet50", CLASSES, "a resnet18 checkpoint, but the spec's model is resnet50"),
+    ("resnet18", ("a", "b"), r"trained for 3 classes \(a, b, c\), but the spec's model has 2 \(a, b\)"),
+])
+def test_a_mismatched_lepton_checkpoint_is_refused(onprem: Path, architecture: str, classes: tuple, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        onprem_weights(onprem, architecture, classes, 32)
+
+
+def test_a_plain_state_dict_must_fit_tensor_by_tensor(tmp_path: Path) -> None:
+    path = tmp_path / "plain.pt"
+    torch.save(build_model("resnet18", 5, 32).state_dict(), path)
+    state, _ = onprem_weights(path, "resnet18", tuple("abcde"), 32)
+    assert state["fc.weight"].shape == (5, 512)
+    with pytest.raises(UsageError, match=r"tensor 'fc.weight' is \(5, 512\), resnet18 over 3 classes at 32 px needs \(3, 512\)"):
+        onprem_weights(path, "resnet18", CLASSES, 32)
+    with pytest.raises(UsageError, match=r"does not fit mobilenet_v3_small \(\d+ tensors missing"):
+        onprem_weights(path, "mobilenet_v3_small", tuple("abcde"), 32)
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(UsageError, match="junk.pt: not a readable checkpoint"):
+        onprem_weights(tmp_path / "junk.pt", "resnet18", CLASSES, 32)
+
+
+def test_head_strategy_freezes_the_backbone_but_its_batchnorm() -> None:
+    module = TransferModule("resnet18", 3, 32)
+    Finetuning("head").freeze_before_training(module)
+    assert all(p.requires_grad for p in module.head.parameters())
+    assert not module.net.layer2[0].conv1.weight.requires_grad
+    assert module.net.layer2[0].bn1.weight.requires_grad
+
+
+def test_gradual_unfreezing_thaws_from_the_top_and_survives_a_restart(tiny_images: Path) -> None:
+    module = TransferModule("resnet18", 3, 32, max_epochs=3)
+    data = ImageDataModule(tiny_images, CLASSES, 32, Preprocess(), batch_size=8)
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[Finetuning("gradual", unfreeze_every=1)])
+    trainer.fit(module, datamodule=data)
+    groups = unfreeze_groups(list(module.backbone))
+    assert [len(g) for g in groups] == [2, 2, 1] and groups[0][0] is module.net.layer4 and groups[0][1] is module.net.layer3
+    thawed = [all(p.requires_grad for m in g for p in m.parameters()) for g in groups]
+    assert thawed == [True, True, False]  # epochs 1 and 2 thawed the top two groups; the third is due at epoch 3
+    assert len(trainer.optimizers[0].param_groups) == 3
+    # a restarted run: requires_grad is lost, the optimiser's groups are restored; the callback re-thaws
+    fresh = TransferModule("resnet18", 3, 32)
+    callback = Finetuning("gradual", unfreeze_every=1)
+    callback.freeze_before_training(fresh)
+    opt = torch.optim.AdamW(p for p in fresh.parameters())  # as restored: every group already there
+    callback.finetune_function(fresh, 2, opt)
+    assert [all(p.requires_grad for m in g for p in m.parameters()) for g in unfreeze_groups(list(fresh.backbone))] == thawed
+
+
+def test_batchnorm_recalibration_takes_the_new_domains_statistics() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3, 32).eval()
+    shifted = [(torch.randn(16, 3, 32, 32) * 3 + 5, torch.zeros(16)) for _ in range(4)]
+    assert recalibrate_batchnorm(model, shifted) == 64
+    x = torch.cat([b[0] for b in shifted])
+    channel_mean = torch.nn.functional.conv2d(x, model.conv1.weight, padding=1).mean(dim=(0, 2, 3))
+    assert torch.allclose(model.bn1.running_mean, channel_mean, rtol=1e-3, atol=1e-3)
+    assert not model.training and model.bn1.momentum == 0.1
+
+
+@pytest.mark.parametrize(("dataset", "inverted"), [("digits-cloud", True), ("digits-onprem", False)])
+def test_calibration_finds_the_cloud_sensors_negatives_and_leaves_the_onprem_images_alone(
+        demo_full: Path, dataset: str, inverted: bool) -> None:
+    classes = tuple(str(c) for c in range(10))
+    state, pre = onprem_weights(demo_full.parent / "models" / "onprem-resnet18.pt", "resnet18", classes, 32)
+    model = build_model("resnet18", 10, 32)
+    model.load_state_dict(state)
+    data = ImageDataModule(demo_full.parent / "data" / dataset, classes, 32, pre, labelled_fraction=0.1, batch_size=128)
+    labelled = torch.utils.data.DataLoader(data.dataset("train"), batch_size=256)
+    report = calibrate_input(model, data.unlabelled_dataloader(limit=256), labelled)
+    assert report["inverted"] is inverted and report["unlabelled_images"] == 256
+    better, worse = sorted((report["accuracy_as_is"], report["accuracy_inverted"]), reverse=True)
+    assert better > worse + 0.3
+    flipped = not torch.equal(model.conv1.weight, state["conv1.weight"])
+    assert flipped is inverted and (not inverted or torch.equal(model.conv1.weight, -state["conv1.weight"]))
