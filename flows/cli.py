@@ -329,6 +329,113 @@ def adapt(
         typer.echo(f"registered: {result['registry_uri']} (version {result['version']})")
 
 
+def _model_file(model: str, spec: Optional[Path]) -> tuple[Path, str, str]:
+    """A lepton checkpoint to serve, with its name and version: a local file, or a registered
+    version's s3:// URI (``.../MODEL/versions/VERSION/``), fetched and checked against its card."""
+    from lepton_core.errors import UsageError
+
+    if not model.startswith("s3://"):
+        path = Path(model)
+        if not path.is_file():
+            raise UsageError(f"{model}: no such checkpoint file")
+        return path, path.stem, "local"
+    import re
+
+    from lepton_core.registry import Registry
+    from lepton_core.state import state_dir
+    from lepton_core.store import ObjectStore, StoreSettings
+    from lepton_core.store.objectstore import S3Uri
+
+    uri = S3Uri.parse(model.rstrip("/").removesuffix("/model.pt"))
+    m = re.fullmatch(r"(?:(.*)/)?([^/]+)/versions/([^/]+)", uri.key)
+    if not m:
+        raise UsageError(f"{model}: not a registered version (expected s3://BUCKET/ROOT/MODEL/versions/VERSION/)")
+    if spec is not None:
+        from lepton_core.spec import load_spec
+        from lepton_core.store.target import open_store
+
+        store = open_store(load_spec(spec).spec.target, state_dir(), start=False)
+    else:
+        store = ObjectStore(StoreSettings())
+    registry = Registry(store, uri.bucket, m.group(1) or "")
+    version = registry.get(m.group(2), m.group(3))
+    return registry.fetch(version, state_dir() / "cache" / "registry"), m.group(2), m.group(3)
+
+
+@app.command()
+@guarded
+def serve(
+    model: Annotated[str, typer.Argument(help="A lepton checkpoint file, or a registered version's s3:// URI.")],
+    spec: Annotated[Optional[Path], typer.Option(help="The spec whose target holds the registry (endpoint, credentials); boto3's chain when left out.")] = None,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    max_batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Requests batched into one forward pass.")] = 8,
+    batch_timeout: Annotated[float, typer.Option(min=0, max=10, help="Seconds to wait to fill a batch.")] = 0.005,
+    workers: Annotated[int, typer.Option(min=1, max=64, help="Model processes per device.")] = 1,
+) -> None:
+    """Serve a model over HTTP: POST /predict, GET /health, GET /info (the same API on-prem and in the cloud)."""
+    import json
+
+    path, name, version = _model_file(model, spec)
+    from lepton_core.serving.server import ServeConfig
+    from lepton_core.serving.server import main as serve_main
+    from lepton_core.transfer.checkpoint import load_checkpoint
+
+    load_checkpoint(path)  # a clear error now, not in a worker process
+    config = ServeConfig(max_batch_size=max_batch_size, batch_timeout=batch_timeout, workers=workers)
+    typer.echo(f"serving {name} {version} on http://{host}:{port} (POST /predict, GET /health, GET /info); Ctrl-C stops")
+    serve_main(["--checkpoint", str(path), "--host", host, "--port", str(port), "--name", name, "--version", version,
+                "--config", json.dumps(config.__dict__)])
+
+
+registry_app = typer.Typer(no_args_is_help=True, help="The model registry under the spec's target.")
+app.add_typer(registry_app, name="registry")
+
+
+def _registry(spec: Path):
+    from lepton_core.spec import load_spec
+    from lepton_core.state import state_dir
+    from lepton_core.store.target import open_store
+    from lepton_core.transfer.adapt import registry_for
+
+    loaded = load_spec(spec)
+    if loaded.spec.model is None:
+        from lepton_core.errors import UsageError
+
+        raise UsageError(f"{spec}: the spec has no model")
+    return loaded.spec.model.name, registry_for(loaded.spec.target, open_store(loaded.spec.target, state_dir(), start=True))
+
+
+@registry_app.command("list")
+@guarded
+def registry_list(spec: Annotated[Path, typer.Argument(help="The spec YAML file.")]) -> None:
+    """The spec's model's versions and which holds each stage."""
+    from lepton_core.registry import STAGES
+
+    name, registry = _registry(spec)
+    stages = {s: registry.stage(name, s) for s in STAGES}
+    for v in registry.versions(name):
+        held = [s for s, p in stages.items() if p and p.version == v.version]
+        acc = v.card.get("metrics", {}).get("adapted", {}).get("accuracy")
+        typer.echo(f"{v.version}  {v.card.get('created_at', '')[:19]}  {v.card.get('kind', 'adapted')}"
+                   + (f"  target accuracy {acc:.1%}" if acc is not None else "") + (f"  [{', '.join(held)}]" if held else ""))
+
+
+@registry_app.command("promote")
+@guarded
+def registry_promote(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
+    version: Annotated[str, typer.Argument(help="The version to promote.")],
+    stage: Annotated[str, typer.Argument(help="candidate or production.")],
+    expect: Annotated[Optional[str], typer.Option(help="Only if the stage holds this version now ('none': only if empty).")] = None,
+) -> None:
+    """Make VERSION hold STAGE, atomically: a concurrent promotion cannot be overwritten unseen."""
+    name, registry = _registry(spec)
+    kwargs = {} if expect is None else {"expected": None if expect == "none" else expect}
+    pointer = registry.promote(name, version, stage, **kwargs)
+    typer.echo(f"{name}: {stage} is {pointer.version} (was {pointer.previous or 'no version'})")
+
+
 @store_app.command("up")
 @guarded
 def store_up() -> None:

@@ -3,8 +3,9 @@
 Stages so far: check the spec, validate the source data (profiles saved, drift reported), plan the
 order of the services' move in the simulator, reach the object store, migrate the data and validate
 each cloud copy, adapt the model to the cloud copy of its target data (and register it), publish
-the Data Docs next to the data, write the run report. Later stages (integration, optimisation) slot
-in between.
+the Data Docs next to the data, check the adapted model against the on-prem one served side by
+side (parity) and write the cutover bundle, write the run report. Serving optimisation slots in
+before the report.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.report import RunReport
-from lepton_core.report.stages import (adapt_stage, data_stage, drift_stage, plan_stage, spec_stage, store_stage,
-                                       validation_stage)
+from lepton_core.report.stages import (adapt_stage, data_stage, drift_stage, integrate_stage, plan_stage, spec_stage,
+                                       store_stage, validation_stage)
 from lepton_core.spec import is_s3
-from lepton_core.spec.params import AdaptOptions, PlanOptions, SpecRef, TargetOverrides
+from lepton_core.spec.params import AdaptOptions, IntegrateOptions, PlanOptions, SpecRef, TargetOverrides
 from lepton_core.state import runs_dir, state_dir
 from lepton_core.sim.plan import cheapest, dataset_order
 from lepton_core.validation.drift import comparisons
 from tasks.adapt import adapt_model_task
 from tasks.data import migrate_dataset_task
+from tasks.integrate import integrate_task
 from tasks.plan import plan_migration_task
 from tasks.report import write_run_report
 from tasks.spec import check_spec, prepare_demo
@@ -36,7 +38,8 @@ from tasks.validation import drift_task, publish_data_docs_task, validate_source
 @flow(name="migrate", description="Move an AI system's data, model and services to the cloud, as its spec says.",
       task_runner=ThreadPoolTaskRunner(max_workers=2))
 def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides(),
-            planning: PlanOptions = PlanOptions(), adapting: AdaptOptions = AdaptOptions()) -> str:
+            planning: PlanOptions = PlanOptions(), adapting: AdaptOptions = AdaptOptions(),
+            integrating: IntegrateOptions = IntegrateOptions()) -> str:
     """Run the migration described by ``spec``; returns the path of the run report.
 
     Args:
@@ -44,6 +47,7 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
         target: changes to the spec's cloud target for this run only.
         planning: how the order of the services' move is planned.
         adapting: how the model is adapted to the cloud's data.
+        integrating: how the adapted model is checked against the on-prem one before cutover.
     """
     started = dt.datetime.now(dt.timezone.utc)
     root = str(state_dir())
@@ -85,12 +89,19 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     # 7. The gates' Data Docs next to the data; the report, in the run's folder and as an artifact.
     docs_uri = publish_data_docs_task(loaded, root, run_dir, run_name)
     adaptation = adapted.result() if adapted else None
+
+    # 8. Integration: the candidate and the on-prem model served side by side with the same API; it
+    #    is promoted, and the cutover bundle written, only when it keeps the on-prem answers, does
+    #    better on the cloud's data and meets the latency SLO. A failed check fails the run here.
+    integration = (integrate_task(loaded, adaptation.version, integrating, root, run_dir)
+                   if adaptation and adaptation.registry_uri else None)
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
         stages=(spec_stage(loaded), validation_stage(gates, "source", run_dir), drift_stage(drifts),
                 *([plan_stage(plans, run_dir, order)] if plans else []), store_stage(info),
                 data_stage(summaries), validation_stage(copy_gates, "target", run_dir, docs_uri),
-                *([adapt_stage(adaptation, run_dir)] if adaptation else [])),
+                *([adapt_stage(adaptation, run_dir)] if adaptation else []),
+                *([integrate_stage(integration, run_dir)] if integration else [])),
     )
     return write_run_report(report, run_dir)

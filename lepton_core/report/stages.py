@@ -15,6 +15,7 @@ from lepton_core.validation.drift import DriftReport
 from lepton_core.validation.gate import GateResult
 
 if TYPE_CHECKING:
+    from lepton_core.serving.integrate import IntegrationResult
     from lepton_core.transfer.adapt import AdaptResult
 
 
@@ -130,3 +131,17 @@ def adapt_stage(result: AdaptResult, run_dir: str) -> StageResult:
     rows.append(("registry", f"{result.registry_uri} (version {result.version})" if result.registry_uri else "not registered"))
     images = (("validation accuracy while training", _relative(str(result.curve), run_dir)),) if result.curve.is_file() else ()
     return StageResult(stage="model adaptation", status="ok", summary=result.summary(), details=tuple(rows), images=images)
+
+
+def integrate_stage(result: IntegrationResult, run_dir: str) -> StageResult:
+    """The parity check's figures, the promotion and the cutover bundle."""
+    p = result.parity
+    rows = [("agreement", f"{p.agreement:.1%} of the on-prem model's right answers on {p.images['source']} on-prem images kept "
+                          f"(at least {p.min_agreement:.1%} required)"),
+            *((f"accuracy on {d} images", f"on-prem {p.accuracy['on-prem'][d]:.1%}, candidate {p.accuracy['candidate'][d]:.1%}")
+              for d in ("source", "target")),
+            ("p95 latency", f"on-prem {p.latency_ms['on-prem']['p95']:.1f} ms, candidate {p.latency_ms['candidate']['p95']:.1f} ms "
+                            f"(SLO {p.slo_p95_ms:g} ms)"),
+            ("promoted", f"{result.candidate} to {result.promoted.stage} (production: {result.onprem})"),
+            ("cutover bundle", f"{_relative(str(result.bundle), run_dir)}, uploaded to {result.bundle_uri}")]
+    return StageResult(stage="integration", status="ok", summary=result.summary(), details=tuple(rows))

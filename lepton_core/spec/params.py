@@ -99,6 +99,8 @@ class AdaptOptions(StrictModel):
     pseudo_label_threshold: float | None = Field(
         default=0.9, gt=0, le=1, description="The calibrated model labels the training images whose labels are unused "
                                              "where it is this sure; empty: only the labelled images train.")
+    source_replay: bool = Field(default=True, description="The on-prem training images join every epoch, so that the "
+                                                          "adapted model keeps the on-prem model's answers on on-prem data.")
     scratch_lr: float = Field(default=1e-3, gt=0, le=1, description="AdamW's learning rate for the from-scratch yardstick.")
     compare_scratch: bool = Field(default=True, description="Also train the architecture from scratch on the same "
                                                            "labels and budget, as the yardstick.")
@@ -109,3 +111,15 @@ class AdaptOptions(StrictModel):
     register_model: bool = Field(default=True, description="Upload the adapted checkpoint and its model card to the registry.")
     fresh: bool = Field(default=False, description="Discard checkpoints of an earlier run with the same settings.")
     progress_bar: bool = Field(default=False, description="Show Lightning's progress bar (for a terminal).")
+
+
+class IntegrateOptions(StrictModel):
+    """How the candidate is checked against the on-prem model before cutover."""
+
+    data: Literal["cloud-copy", "location"] = Field(
+        default="cloud-copy", description="Where the golden images come from: the verified cloud copies, or the "
+                                          "datasets' locations in the spec.")
+    golden_per_domain: int = Field(default=200, ge=10, le=100_000,
+                                   description="Test images of each domain (on-prem, cloud) sent to both servers.")
+    max_batch_size: int = Field(default=8, ge=1, le=4096, description="Requests the server may batch together.")
+    batch_timeout: float = Field(default=0.005, ge=0, le=10, description="Seconds the server waits to fill a batch.")

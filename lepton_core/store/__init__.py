@@ -9,6 +9,7 @@ from lepton_core.store.objectstore import (
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
+    PreconditionFailed,
     S3Uri,
     StoreAuthError,
     StoreError,
@@ -30,6 +31,6 @@ def target_settings(endpoint_url: str | None, region: str, state_root: Path, *, 
 
 
 __all__ = [
-    "EmbeddedStore", "ObjectInfo", "ObjectNotFound", "ObjectStore", "S3Uri", "ServerStatus", "StoreAuthError",
+    "EmbeddedStore", "ObjectInfo", "ObjectNotFound", "ObjectStore", "PreconditionFailed", "S3Uri", "ServerStatus", "StoreAuthError",
     "StoreError", "StoreSettings", "target_settings",
 ]

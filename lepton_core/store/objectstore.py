@@ -43,6 +43,10 @@ class ObjectNotFound(StoreError):
     """No object (or bucket) at that location."""
 
 
+class PreconditionFailed(StoreError):
+    """A conditional write lost: the object changed (or appeared) since it was read."""
+
+
 def error_for_code(what: str, code: str, message: str, settings: StoreSettings) -> StoreError:
     """The StoreError for an S3 error code (``AccessDenied``, ``SlowDown``, ``503``...)."""
     where = settings.display_endpoint
@@ -53,6 +57,8 @@ def error_for_code(what: str, code: str, message: str, settings: StoreSettings) 
         return ObjectNotFound(f"{what}: not found")
     if code == "NoSuchBucket":
         return ObjectNotFound(f"{what}: bucket does not exist")
+    if code in {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}:
+        return PreconditionFailed(f"{what}: the object changed since it was read ({code})")
     if code == "BadDigest":
         return StoreError(f"{what}: the bytes sent do not match their SHA-256 (did the file change during the upload?)", transient=True)
     return StoreError(f"{what}: {code}: {message}".rstrip(": "), transient=code in _TRANSIENT_CODES)
@@ -200,11 +206,17 @@ class ObjectStore:
         return args
 
     def put_bytes(self, bucket: str, key: str, data: bytes, *, metadata: dict[str, str] | None = None,
-                  content_type: str | None = None) -> ObjectInfo:
-        """Write ``data`` to ``s3://bucket/key`` in one request, with a SHA-256 checksum the server verifies."""
+                  content_type: str | None = None, if_match: str | None = None, if_absent: bool = False) -> ObjectInfo:
+        """Write ``data`` to ``s3://bucket/key`` in one request, with a SHA-256 checksum the server verifies.
+        A conditional write (``if_match``: only over the object with that ETag; ``if_absent``: only
+        where there is none) raises PreconditionFailed when the condition does not hold."""
         args = self._put_args(metadata)
         if content_type:
             args["ContentType"] = content_type
+        if if_match is not None:
+            args["IfMatch"] = if_match if if_match.startswith('"') else f'"{if_match}"'
+        if if_absent:
+            args["IfNoneMatch"] = "*"
         with self._errors(f"put s3://{bucket}/{key}"):
             r = self.client.put_object(Bucket=bucket, Key=key, Body=data, ChecksumAlgorithm="SHA256", **args)
         return ObjectInfo(key=key, size=len(data), etag=r["ETag"].strip('"'), metadata=metadata, sha256_b64=r.get("ChecksumSHA256"))

@@ -28,7 +28,7 @@ from lepton_core.transfer.evaluate import Metrics
 from lepton_core.transfer.fit import FitJob, FitResult
 
 UNADAPTED, ADAPTED, SCRATCH = "on-prem (unadapted)", "adapted", "scratch"
-CARD_NAME, CHECKPOINT_NAME = "model-card.json", "model.pt"
+CARD_NAME = "model-card.json"
 
 Say = Callable[[str], None]
 
@@ -70,16 +70,17 @@ def digest_pairs(pairs: list[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def target_images(loaded: LoadedSpec, options: AdaptOptions, state_root: Path, store_fn: Callable) -> TargetImages:
-    """The target dataset as a local folder: the verified cloud copy (downloaded once into the cache,
-    every file checked against the migration manifest's SHA-256), or the spec's location."""
+def dataset_images(loaded: LoadedSpec, name: str, data: str, state_root: Path, store_fn: Callable) -> TargetImages:
+    """A dataset of the spec as a local folder: its verified cloud copy (``data="cloud-copy"``:
+    downloaded once into the cache, every file checked against the migration manifest's SHA-256),
+    or its location in the spec (``data="location"``)."""
     from lepton_core.data.engine import dataset_prefix, download_dataset, read_manifest
     from lepton_core.store.objectstore import S3Uri
 
     spec = loaded.spec
-    dataset = spec.dataset(spec.model.target_dataset)
+    dataset = spec.dataset(name)
     location = loaded.resolve(dataset.location)
-    if options.data == "location" and not is_s3(location):
+    if data == "location" and not is_s3(location):
         from lepton_core.data.inventory import inventory
         from lepton_core.data.stage import hash_cache
 
@@ -90,7 +91,7 @@ def target_images(loaded: LoadedSpec, options: AdaptOptions, state_root: Path, s
         finally:
             cache.close()
         return TargetImages(Path(location), location, digest_pairs([(f.rel, hashes[f.rel]) for f in files]), len(files))
-    if options.data == "location":
+    if data == "location":
         uri = S3Uri.parse(location)
         bucket, prefix = uri.bucket, uri.key.strip("/")
     else:
@@ -99,7 +100,7 @@ def target_images(loaded: LoadedSpec, options: AdaptOptions, state_root: Path, s
 
     store = store_fn()
     if read_manifest(store, bucket, prefix) is None:
-        hint = "migrate it first (`lepton migrate-data SPEC`) or adapt on the spec's location" if options.data == "cloud-copy" else "copy it with lepton first"
+        hint = "migrate it first (`lepton migrate-data SPEC`) or use the spec's location" if data == "cloud-copy" else "copy it with lepton first"
         raise UsageError(f"s3://{bucket}/{prefix}: no complete copy of dataset {dataset.name!r} there; {hint}")
     dest = state_root / "cache" / "datasets" / bucket / prefix
     transfer = CrtTransfer(store.settings, encryption=spec.target.encryption, kms_key_id=spec.target.kms_key_id)
@@ -129,6 +130,13 @@ def onprem_checkpoint(loaded: LoadedSpec, state_root: Path, store_fn: Callable) 
     return dest
 
 
+def registry_for(target, store):
+    """The registry under the target's prefix and registry prefix."""
+    from lepton_core.registry import Registry
+
+    return Registry(store, target.bucket, "/".join(p for p in (target.prefix, target.registry_prefix) if p))
+
+
 def file_sha256(path: Path) -> str:
     from lepton_core.data.inventory import sha256_file
 
@@ -156,7 +164,9 @@ def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Pat
 
     ckpt = onprem_checkpoint(loaded, state_root, store_fn)
     onprem_state, onprem_pre = onprem_weights(ckpt, model.architecture, model.classes, model.input_size)
-    images = target_images(loaded, options, state_root, store_fn)
+    images = dataset_images(loaded, model.target_dataset, options.data, state_root, store_fn)
+    replay = (dataset_images(loaded, model.source_dataset, options.data, state_root, store_fn)
+              if options.source_replay and model.source_dataset != model.target_dataset else None)
     say(f"target images: {images.files} files from {images.source}")
     init_path = {"onprem": str(ckpt), "none": None}.get(options.init)
     if options.init == "imagenet":
@@ -169,9 +179,11 @@ def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Pat
                 labelled_fraction=options.labelled_fraction, max_epochs=options.max_epochs, patience=options.patience,
                 batch_size=options.batch_size, lr=options.lr, seed=options.seed, precision=options.precision,
                 num_workers=options.num_workers, progress_bar=options.progress_bar)
+    replayed = dict(replay_root=str(replay.root), replay_name=model.source_dataset) if replay else {}
     adapted_job, version = _job("adapted", base, dict(init=options.init, init_path=init_path, strategy=options.strategy,
-                                             calibrate=options.calibrate, pseudo_label_threshold=options.pseudo_label_threshold),
-                       images, state_root, model.name, options.fresh)
+                                                      calibrate=options.calibrate, **replayed,
+                                                      pseudo_label_threshold=options.pseudo_label_threshold),
+                                [images.digest, replay.digest if replay else ""], state_root, model.name, options.fresh)
     say(f"fine-tuning {model.architecture} ({options.strategy}, from {options.init} weights) on "
         f"{options.labelled_fraction:.0%} of the labels")
     from lepton_core.transfer.fit import fit
@@ -179,12 +191,12 @@ def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Pat
     adapted = fit(adapted_job)
     scratch = None
     if options.compare_scratch:
-        scratch_job, _ = _job("scratch", base | {"lr": options.scratch_lr}, dict(init="none", strategy="full"), images,
-                           state_root, model.name, options.fresh)
+        scratch_job, _ = _job("scratch", base | {"lr": options.scratch_lr}, dict(init="none", strategy="full"),
+                              [images.digest], state_root, model.name, options.fresh)
         say("training the same architecture from scratch on the same labels and budget")
         scratch = fit(scratch_job)
     results = _evaluate(images, model, onprem_state, onprem_pre, pre, adapted, scratch)
-    return _save(loaded, options, images, adapted_job, adapted, scratch, results, ckpt, version, out_dir,
+    return _save(loaded, options, images, replay, adapted_job, adapted, scratch, results, ckpt, version, out_dir,
                  store_fn, flow_run_id, say)
 
 
@@ -196,13 +208,13 @@ def _preprocess(options: AdaptOptions, onprem: Preprocess) -> Preprocess:
     return onprem
 
 
-def _job(name: str, base: dict, extra: dict, images: TargetImages, state_root: Path, model: str,
+def _job(name: str, base: dict, extra: dict, digests: list[str], state_root: Path, model: str,
          fresh: bool) -> tuple[FitJob, str]:
     """The job, in a work folder named by a hash of everything its result depends on (that hash is
     also the registered version)."""
     job = FitJob(name=name, work_dir="-", **base, **extra)
     init_hash = file_sha256(Path(job.init_path)) if job.init_path else ""
-    key = hashlib.sha256(json.dumps([job.settings(), images.digest, init_hash], sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([job.settings(), digests, init_hash], sort_keys=True).encode()).hexdigest()[:16]
     work = state_root / "adapt" / model / f"{key}-{name}"
     if fresh and work.exists():
         shutil.rmtree(work)
@@ -245,7 +257,7 @@ def _code_version() -> dict:
     return {"lepton": package, "git_commit": commit}
 
 
-def _save(loaded: LoadedSpec, options: AdaptOptions, images: TargetImages, job: FitJob, adapted: FitResult,
+def _save(loaded: LoadedSpec, options: AdaptOptions, images: TargetImages, replay: TargetImages | None, job: FitJob, adapted: FitResult,
           scratch: FitResult | None, results: dict[str, Metrics], onprem_ckpt: Path, version: str, out_dir: Path,
           store_fn: Callable, flow_run_id: str | None, say: Say) -> AdaptResult:
     """Write the checkpoint, comparison, learning curve and model card into ``out_dir/adapt``; then
@@ -268,14 +280,13 @@ def _save(loaded: LoadedSpec, options: AdaptOptions, images: TargetImages, job: 
                       + confusion_text(a, model.classes) + "\n```\n")
     curves = {ADAPTED: adapted.history} | ({SCRATCH: scratch.history} if scratch else {})
     curve = learning_curve_png(curves, out / "learning_curve.png", f"{model.name} on {model.target_dataset}")
-    registry = "/".join(p for p in (spec.target.prefix, spec.target.registry_prefix, model.name, "versions", version) if p)
     checkpoint_sha = file_sha256(checkpoint)
     card = {
         "format": "lepton-model-card/1",
         "model": model.name, "version": version, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
         "architecture": model.architecture, "classes": list(model.classes), "input_size": model.input_size,
         "preprocess": {"mode": job.mode, "mean": list(job.mean), "std": list(job.std)},
-        "checkpoint": {"uri": f"s3://{spec.target.bucket}/{registry}/{CHECKPOINT_NAME}", "sha256": checkpoint_sha},
+        "checkpoint": {"sha256": checkpoint_sha},
         "initial_weights": {"kind": options.init, "sha256": file_sha256(Path(job.init_path)) if job.init_path else None,
                             "on_prem_checkpoint": spec.model.checkpoint, "on_prem_sha256": file_sha256(onprem_ckpt)},
         "training": {"strategy": options.strategy, "labelled_fraction": options.labelled_fraction,
@@ -283,24 +294,21 @@ def _save(loaded: LoadedSpec, options: AdaptOptions, images: TargetImages, job: 
                      "best_val_acc": adapted.best_val_acc, "seconds": adapted.seconds, "precision": adapted.precision,
                      "device": adapted.device, "lr": options.lr, "batch_size": options.batch_size, "seed": options.seed,
                      "calibration": adapted.calibration},
-        "data": {"dataset": model.target_dataset, "source": images.source, "files": images.files, "sha256": images.digest},
+        "data": {"dataset": model.target_dataset, "source": images.source, "files": images.files, "sha256": images.digest,
+                 "replayed": {"dataset": model.source_dataset, "source": replay.source, "files": replay.files,
+                              "sha256": replay.digest} if replay else None},
         "spec": {"name": spec.name, "sha256": loaded.sha256},
         "metrics": {name: m.record() for name, m in results.items()},
         "flow_run_id": flow_run_id,
         "code": _code_version(),
     }
-    atomic_write_text(out / CARD_NAME, json.dumps(card, indent=2))
     atomic_write_text(out / "metrics.json", json.dumps({n: m.record() for n, m in results.items()}, indent=2))
     uri = None
     if options.register_model:
-        store = store_fn()
-        store.ensure_bucket(spec.target.bucket)
-        store.put_file(spec.target.bucket, f"{registry}/{CHECKPOINT_NAME}", checkpoint, metadata={"sha256": checkpoint_sha},
-                       content_type="application/octet-stream")
-        store.put_bytes(spec.target.bucket, f"{registry}/{CARD_NAME}", json.dumps(card, indent=2).encode(),
-                        content_type="application/json")
-        uri = f"s3://{spec.target.bucket}/{registry}/"
+        registered = registry_for(spec.target, store_fn()).register(model.name, version, checkpoint, card)
+        card, uri = registered.card, registered.uri
         say(f"registered {model.name} version {version} at {uri}")
+    atomic_write_text(out / CARD_NAME, json.dumps(card, indent=2))
     return AdaptResult(model=model.name, version=version, metrics=results, adapted=adapted, scratch=scratch, counts=counts,
                        checkpoint=checkpoint, card=card, registry_uri=uri, table=table, curve=curve)
 

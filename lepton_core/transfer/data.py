@@ -122,26 +122,28 @@ class _ToRGB:
 
 
 class ImageFiles(Dataset):
-    """Images decoded on access; an unreadable file is an error that names it."""
+    """Images decoded on access; an unreadable file is an error that names it. ``extra``: more
+    (root, items) whose images join these (the replayed source data)."""
 
-    def __init__(self, root: Path, items: list[Item], transform: Callable) -> None:
-        self.root, self.items, self.transform = root, items, transform
+    def __init__(self, root: Path, items: list[Item], transform: Callable,
+                 extra: tuple[tuple[Path, list[Item]], ...] = ()) -> None:
+        self.items, self.transform = items, transform
+        self.samples = [(root / i.rel, i.label) for i in items] + [(r / i.rel, i.label) for r, more in extra for i in more]
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image, UnidentifiedImageError
 
-        item = self.items[i]
-        path = self.root / item.rel
+        path, label = self.samples[i]
         try:
             with Image.open(path) as img:
                 img.load()
                 x = self.transform(img)
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             raise UsageError(f"{path}: unreadable image ({type(exc).__name__}: {exc})") from exc
-        return x, item.label
+        return x, label
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -157,17 +159,22 @@ class ImageDataModule(L.LightningDataModule):
         seed: picks the labelled subset and shuffles.
         augment: a light random affine on training images.
         fetch: called once in ``prepare_data`` to materialise ``root`` (download and verify).
+        replay: another ImageFolder tree (the on-prem data) whose training images, all labelled,
+            join every training epoch, so that the model keeps its answers there; ``replay_fraction``
+            of them (stratified, seeded).
     """
 
     def __init__(self, root: str | Path, classes: tuple[str, ...], input_size: int, preprocess: Preprocess, *,
                  labelled_fraction: float = 1.0, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
-                 augment: bool = True, name: str = "dataset", fetch: Callable[[], object] | None = None) -> None:
+                 augment: bool = True, name: str = "dataset", fetch: Callable[[], object] | None = None,
+                 replay: str | Path | None = None, replay_name: str = "source", replay_fraction: float = 1.0) -> None:
         super().__init__()
         if not 0 < labelled_fraction <= 1:
             raise UsageError(f"labelled fraction {labelled_fraction}: must be in (0, 1]")
         self.root, self.classes, self.input_size, self.preprocess = Path(root), tuple(classes), input_size, preprocess
         self.labelled_fraction, self.batch_size, self.num_workers = labelled_fraction, batch_size, num_workers
         self.seed, self.augment, self.name, self.fetch = seed, augment, name, fetch
+        self.replay, self.replay_name, self.replay_fraction = (Path(replay) if replay else None), replay_name, replay_fraction
         self.splits: dict[str, list[Item]] | None = None
         self.pseudo_labels: dict[str, int] = {}  # path -> class, for training images whose label is unused
 
@@ -186,11 +193,14 @@ class ImageDataModule(L.LightningDataModule):
         """A split's images; ``train`` adds augmentation and, for the train split, the pseudo-labelled images."""
         self.setup()
         tf = image_transform(self.input_size, self.preprocess, train=train, augment=self.augment)
-        items = self.splits[part]
-        if part == "train" and train and self.pseudo_labels:
+        items, extra = self.splits[part], ()
+        if part == "train" and train:
             labelled = {i.rel for i in items}
             items = items + [Item(rel, label) for rel, label in sorted(self.pseudo_labels.items()) if rel not in labelled]
-        return ImageFiles(self.root, items, tf)
+            if self.replay is not None:
+                source = index_splits(self.replay, self.classes, self.replay_name)["train"]
+                extra = ((self.replay, labelled_subset(source, self.replay_fraction, self.seed)),)
+        return ImageFiles(self.root, items, tf, extra)
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         gen = torch.Generator().manual_seed(self.seed) if train else None

@@ -70,6 +70,10 @@ class FitJob(BaseModel):
     pseudo_label_threshold: float | None = Field(
         default=0.9, gt=0, le=1, description="With calibration: the calibrated network labels the training images whose "
                                              "labels are unused, where it is this sure; None: labelled images only.")
+    replay_root: str | None = Field(default=None, description="The on-prem images (ImageFolder) whose training split "
+                                                              "joins every epoch, so that the model keeps its answers there.")
+    replay_name: str = "source"
+    replay_fraction: float = Field(default=1.0, gt=0, le=1, description="Share of the on-prem training images replayed.")
     seed: int = Field(default=0, ge=0)
     precision: Precision = "auto"
     num_workers: int = Field(default=0, ge=0, le=64)
@@ -77,7 +81,7 @@ class FitJob(BaseModel):
 
     def settings(self) -> dict:
         """What the result depends on (not where it is kept, nor how it is shown)."""
-        return self.model_dump(exclude={"work_dir", "progress_bar", "data_root", "init_path"})
+        return self.model_dump(exclude={"work_dir", "progress_bar", "data_root", "init_path", "replay_root"})
 
 
 class FitResult(BaseModel):
@@ -153,7 +157,8 @@ def run_fit(job: FitJob) -> FitResult:
     L.seed_everything(job.seed, workers=True, verbose=False)
     data = ImageDataModule(job.data_root, job.classes, job.input_size, Preprocess(job.mode, job.mean, job.std),
                            labelled_fraction=job.labelled_fraction, batch_size=job.batch_size, num_workers=job.num_workers,
-                           seed=job.seed, augment=job.augment, name=job.data_name)
+                           seed=job.seed, augment=job.augment, name=job.data_name, replay=job.replay_root,
+                           replay_name=job.replay_name, replay_fraction=job.replay_fraction)
     module = TransferModule(job.architecture, len(job.classes), job.input_size, lr=job.lr, weight_decay=job.weight_decay,
                             max_epochs=job.max_epochs)
     last = work / "checkpoints" / "last.ckpt"

@@ -195,7 +195,7 @@ def pseudo_labels(model: nn.Module, data, threshold: float, device: torch.device
             probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
     model.train()
     confidence, predicted = torch.cat(probs).max(dim=1)
-    labelled = {i.rel for i in data.dataset("train").items}
+    labelled = {i.rel for i in data.splits["train"]}
     chosen = {i.rel: int(p) for i, c, p in zip(items, confidence, predicted, strict=True)
               if float(c) >= threshold and i.rel not in labelled}
     truth = {i.rel: i.label for i in items}

@@ -46,8 +46,8 @@ def report_of(proc: subprocess.CompletedProcess) -> Path:
     return Path(line.split(": ", 1)[1])
 
 
-def test_run_with_an_ephemeral_prefect(demo_full: Path, user_env: dict[str, str]) -> None:
-    proc = lepton(["run", str(demo_full), "--plan-seconds", "2", "--adapt-epochs", "1"], user_env)
+def test_run_with_an_ephemeral_prefect(demo_relaxed: Path, user_env: dict[str, str]) -> None:
+    proc = lepton(["run", str(demo_relaxed), "--plan-seconds", "2", "--adapt-epochs", "1"], user_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = report_of(proc)
     assert report.is_file() and "- status: **ok**" in report.read_text()
@@ -55,7 +55,7 @@ def test_run_with_an_ephemeral_prefect(demo_full: Path, user_env: dict[str, str]
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
-def test_run_against_a_prefect_server(demo_full: Path, user_env: dict[str, str], tmp_path: Path) -> None:
+def test_run_against_a_prefect_server(demo_relaxed: Path, user_env: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
@@ -75,7 +75,7 @@ def test_run_against_a_prefect_server(demo_full: Path, user_env: dict[str, str],
             assert server.poll() is None and time.monotonic() < deadline, "prefect server did not start"
             time.sleep(0.5)
         env = {**user_env, "PREFECT_API_URL": api, "PREFECT_SERVER_EPHEMERAL_ENABLED": "false"}
-        proc = lepton(["run", str(demo_full), "--prefix", "e2e", "--plan-seconds", "2", "--adapt-epochs", "1"], env)
+        proc = lepton(["run", str(demo_relaxed), "--prefix", "e2e", "--plan-seconds", "2", "--adapt-epochs", "1"], env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "Starting temporary server" not in proc.stdout + proc.stderr
         # the run is recorded in that server, Completed, with its report artifact
@@ -89,7 +89,7 @@ def test_run_against_a_prefect_server(demo_full: Path, user_env: dict[str, str],
             artifacts = json.load(r)
         gates = [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
         assert sorted(a["key"] for a in artifacts if a["key"]) == sorted(["migration-report", "migration-plan", "drift-digits-cloud",
-                                                                              "model-adaptation", *gates])
+                                                                              "model-adaptation", "parity", *gates])
         assert sorted(a["type"] for a in artifacts if not a["key"]) == ["progress"] * 3  # one per dataset copy
         assert report_of(proc).is_file()
     finally:

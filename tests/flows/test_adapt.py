@@ -18,7 +18,7 @@ from lepton_core.store import EmbeddedStore, ObjectStore
 from lepton_core.transfer.adapt import digest_pairs
 from lepton_core.transfer.checkpoint import load_checkpoint
 
-QUICK = AdaptOptions(max_epochs=1, compare_scratch=False)
+QUICK = AdaptOptions(max_epochs=1, compare_scratch=False, source_replay=False)  # replay: tests/serving/test_parity.py
 REGISTRY = "digits-demo/registry/digits-classifier/"
 
 

@@ -29,8 +29,8 @@ def task_runs(flow_run_id) -> dict[str, object]:
     return {r.name if r.name.startswith(("migrate-", "validate-", "drift-")) else r.name.rsplit("-", 1)[0]: r for r in runs}
 
 
-def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_home: Path) -> None:
-    state = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"),
+def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow_home: Path) -> None:
+    state = migrate(spec=SpecRef(path=str(demo_relaxed)), target=TargetOverrides(prefix="flow-test"),
                     planning=PlanOptions(exact_seconds=5), adapting=QUICK_ADAPT, return_state=True)
     assert state.is_completed(), state.message
     report = Path(state.result())
@@ -61,7 +61,7 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
                                            "validate-source-digits-cloud", "validate-source-request-log",
                                            "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log",
                                            "drift-digits-cloud-vs-digits-onprem", "publish-data-docs", "plan-migration",
-                                           "adapt-model"}
+                                           "adapt-model", "integrate"}
     # profiles and Data Docs are in the run's folder; the Data Docs also next to the data; drift is reported
     run = report.parent
     assert sorted(p.name for p in (run / "profiles").iterdir()) == ["digits-cloud.json", "digits-onprem.json", "request-log.json"]
@@ -91,7 +91,7 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     from lepton_core.data.engine import read_manifest
 
     assert len(read_manifest(store, "lepton-demo", "flow-test/datasets/digits-cloud").objects) == 1797
-    again = migrate(spec=SpecRef(path=str(demo_full)), target=TargetOverrides(prefix="flow-test"),
+    again = migrate(spec=SpecRef(path=str(demo_relaxed)), target=TargetOverrides(prefix="flow-test"),
                     planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT, return_state=True)
     again_text = Path(again.result()).read_text()
     assert "(0 sent this run)" in again_text
@@ -103,6 +103,12 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_full: Path, flow_ho
     assert re.search(r"\| model adaptation \| ok \| digits-classifier: target test accuracy [\d.]+% adapted vs", text)
     assert "![validation accuracy while training](adapt/learning_curve.png)" in text
     assert any(a.key == "model-adaptation" for a in artifacts)
+    # integration: the candidate passed parity, holds `candidate`; the on-prem model holds `production`
+    assert re.search(rf"\| integration \| ok \| digits-classifier {version} passed parity", text)
+    stages = {s: json.loads(store.get_bytes("lepton-demo", f"flow-test/registry/digits-classifier/stages/{s}.json"))["version"]
+              for s in ("candidate", "production")}
+    assert stages["candidate"] == version and stages["production"].startswith("onprem-")
+    assert (run / "integrate" / "cutover" / "cutover.json").is_file() and any(a.key == "parity" for a in artifacts)
 
 
 def test_bad_spec_fails_the_run_without_retrying(demo_data: Path, flow_home: Path) -> None:
@@ -176,20 +182,20 @@ def test_store_task_retries_only_transient_errors(monkeypatch: pytest.MonkeyPatc
     assert state.is_completed() == is_transient(error)
 
 
-def test_validate_flow_checks_every_copy_and_fails_on_a_bad_one(demo_full: Path, flow_home: Path) -> None:
+def test_validate_flow_checks_every_copy_and_fails_on_a_bad_one(demo_data: Path, flow_home: Path) -> None:
     from flows.validate import validate
 
-    assert migrate(spec=SpecRef(path=str(demo_full)), planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT,
-                   return_state=True).is_completed()
-    lines = validate(spec=SpecRef(path=str(demo_full)), side="target")
+    # the demo without a model: the data is what the validate flow checks
+    assert migrate(spec=SpecRef(path=str(demo_data)), planning=PlanOptions(exact_seconds=0), return_state=True).is_completed()
+    lines = validate(spec=SpecRef(path=str(demo_data)), side="target")
     assert lines[:3] == ["digits-onprem: 6 target expectations passed", "digits-cloud: 6 target expectations passed",
                          "request-log: 7 target expectations passed"]
     assert lines[3].startswith("Data Docs: s3://lepton-demo/digits-demo/data-docs/") and len(lines) == 4
-    source = validate(spec=SpecRef(path=str(demo_full)), side="source")
+    source = validate(spec=SpecRef(path=str(demo_data)), side="source")
     assert source[3].startswith("digits-cloud vs digits-onprem: mean distance 0.") and source[4].startswith("Data Docs: /")
     store = ObjectStore(EmbeddedStore(store_dir(flow_home)).settings())
     store.delete("lepton-demo", next(o.key for o in store.list("lepton-demo", "digits-demo/datasets/digits-cloud/train/")))
-    state = validate(spec=SpecRef(path=str(demo_full)), side="target", return_state=True)
+    state = validate(spec=SpecRef(path=str(demo_data)), side="target", return_state=True)
     assert state.is_failed()
     from lepton_core.validation.gate import ValidationFailed
 

@@ -1,0 +1,112 @@
+"""The model server: a lepton checkpoint behind LitServe (dynamic batching from the library), with
+the API of ``protocol``. It binds 127.0.0.1 unless told otherwise and writes no files.
+
+Run: ``python -m lepton_core.serving.server --checkpoint PATH --port N [--host H] [--max-batch-size N]
+[--batch-timeout S] [--workers N] [--name NAME --version V]``; ``lepton serve`` and ``ServerProcess``
+start it so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+
+import litserve as ls
+import torch
+
+from lepton_core.serving.protocol import PREDICT_PATH, CheckRequests
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How the model is served (what the optimisation loop tunes)."""
+
+    max_batch_size: int = 8  # requests LitServe may gather into one forward pass
+    batch_timeout: float = 0.005  # seconds it waits to fill a batch
+    workers: int = 1  # model processes per device
+    max_images: int = 64  # images per request
+    max_bytes: int = 8 * 1024 * 1024  # request body
+    threads: int = 0  # torch threads per worker (0: torch's default)
+    extra: dict = field(default_factory=dict)
+
+
+class ClassifierAPI(ls.LitAPI):
+    """One lepton checkpoint; a request's images are one sub-batch, and LitServe's batch joins
+    requests; predictions come back split per request."""
+
+    def __init__(self, checkpoint: str, config: ServeConfig) -> None:
+        super().__init__(max_batch_size=config.max_batch_size, batch_timeout=config.batch_timeout, api_path=PREDICT_PATH)
+        self.checkpoint, self.config = checkpoint, config
+
+    def setup(self, device: str) -> None:
+        from lepton_core.transfer.backbones import build_model
+        from lepton_core.transfer.checkpoint import load_checkpoint
+
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        state, meta = load_checkpoint(self.checkpoint)
+        net = build_model(meta.architecture, len(meta.classes), meta.input_size)
+        net.load_state_dict(state)
+        self.net = net.eval().to(device)
+        self.meta, self.device_name = meta, device
+
+    def decode_request(self, request: dict) -> torch.Tensor:  # already checked by CheckRequests
+        from PIL import Image
+
+        items = [request["image"]] if "image" in request else request["images"]
+        images = [Image.open(io.BytesIO(base64.b64decode(item))) for item in items]
+        return self.meta.preprocess.tensor(images)  # (n, 3, S, S)
+
+    def batch(self, inputs: list[torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
+        return torch.cat(inputs), [len(x) for x in inputs]
+
+    def predict(self, x):
+        batched = isinstance(x, tuple)
+        images, sizes = x if batched else (x, [len(x)])
+        with torch.inference_mode():
+            probs = torch.softmax(self.net(images.to(self.device_name)).float(), dim=1).cpu()
+        return (probs, sizes) if batched else probs
+
+    def unbatch(self, output) -> list[torch.Tensor]:
+        probs, sizes = output
+        return list(torch.split(probs, sizes))
+
+    def encode_response(self, probs: torch.Tensor) -> dict:
+        confidence, index = probs.max(dim=1)
+        return {"predictions": [{"label": self.meta.classes[int(i)], "index": int(i), "confidence": round(float(c), 6)}
+                                for c, i in zip(confidence, index, strict=True)]}
+
+
+def build_server(checkpoint: str, config: ServeConfig, info: dict) -> ls.LitServer:
+    from lepton_core.transfer.checkpoint import load_checkpoint
+
+    _, meta = load_checkpoint(checkpoint)
+    metadata = {**info, "classes": list(meta.classes), "input_size": meta.input_size, "architecture": meta.architecture,
+                "metrics": meta.metrics, "serving": asdict(config)}
+    middleware = (CheckRequests, {"input_size": meta.input_size, "max_images": config.max_images, "max_bytes": config.max_bytes})
+    return ls.LitServer(ClassifierAPI(checkpoint, config), accelerator="auto", devices="auto",
+                        workers_per_device=config.workers, timeout=30, model_metadata=metadata,
+                        middlewares=[middleware])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lepton_core.serving.server", description=__doc__)
+    parser.add_argument("--checkpoint", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--name", default="model")
+    parser.add_argument("--version", default="local")
+    parser.add_argument("--config", default="{}", help="ServeConfig fields as JSON")
+    args = parser.parse_args(argv)
+    config = ServeConfig(**json.loads(args.config))
+    server = build_server(args.checkpoint, config, {"model": args.name, "version": args.version})
+    server.run(host=args.host, port=args.port, generate_client_file=False, num_api_servers=1, log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
