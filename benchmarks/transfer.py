@@ -14,9 +14,12 @@ Measured:
 - ``images_per_s``: training images per second of that plain loop (forward, backward, step).
 
 The demo is written once into benchmarks/.data/transfer-demo (seed 0, as `lepton sample` writes
-it). No early stopping: every run gets the whole budget, so times compare.
+it). No early stopping: every run gets the whole budget, so times compare. With
+``--source-replay`` (the default, as in `lepton run`) the on-prem training images join every
+epoch of the adapted model (the parity check needs its on-prem answers kept); the scratch model
+trains on the target's labels only either way.
 
-Run: .venv/bin/python benchmarks/transfer.py [--seeds 3] [--epochs 15]
+Run: .venv/bin/python benchmarks/transfer.py [--seeds 3] [--epochs 15] [--no-source-replay]
 The last line printed is one JSON object.
 """
 
@@ -44,7 +47,7 @@ def demo(dest: Path) -> Path:
     return spec
 
 
-def adaptation(spec: Path, seeds: int, epochs: int) -> dict:
+def adaptation(spec: Path, seeds: int, epochs: int, source_replay: bool) -> dict:
     from lepton_core.spec import load_spec
     from lepton_core.spec.params import AdaptOptions
     from lepton_core.transfer.adapt import ADAPTED, SCRATCH, UNADAPTED, adapt_model
@@ -55,7 +58,7 @@ def adaptation(spec: Path, seeds: int, epochs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="lepton-transfer-bench-") as tmp:
         for seed in range(seeds):
             options = AdaptOptions(data="location", labelled_fraction=0.1, max_epochs=epochs, patience=epochs,
-                                   seed=seed, register_model=False)
+                                   seed=seed, register_model=False, source_replay=source_replay)
             r = adapt_model(loaded, options, Path(tmp) / "state", Path(tmp) / f"run-{seed}", say=print)
             reached = time_to_reach(r.adapted.history, r.scratch.best_val_acc)
             runs.append({
@@ -63,6 +66,8 @@ def adaptation(spec: Path, seeds: int, epochs: int) -> dict:
                                  (("adapted", ADAPTED), ("unadapted", UNADAPTED), ("scratch", SCRATCH))},
                 "f1_adapted": r.metrics[ADAPTED].macro_f1, "f1_scratch": r.metrics[SCRATCH].macro_f1,
                 "ece_adapted": r.metrics[ADAPTED].calibration_error, "ece_scratch": r.metrics[SCRATCH].calibration_error,
+                "acc_adapted_source": r.on_source[ADAPTED].accuracy if r.on_source else None,
+                "acc_unadapted_source": r.on_source[UNADAPTED].accuracy if r.on_source else None,
                 "scratch_best_val": r.scratch.best_val_acc, "adapted_best_val": r.adapted.best_val_acc,
                 "adapted_seconds_to_scratch_best": reached, "scratch_seconds": r.scratch.seconds,
                 "adapted_seconds": r.adapted.seconds, "labelled": r.counts["train"],
@@ -137,6 +142,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--source-replay", action=argparse.BooleanOptionalAction, default=True,
+                        help="replay the on-prem training images while adapting (the default of `lepton run`)")
     args = parser.parse_args()
     import torch
 
@@ -144,9 +151,9 @@ def main() -> None:
     t0 = time.perf_counter()
     over = overhead()
     print(json.dumps(over), flush=True)
-    result = adaptation(spec, args.seeds, args.epochs)
+    result = adaptation(spec, args.seeds, args.epochs, args.source_replay)
     result.update(over)
-    result.update({"seeds": args.seeds, "epochs": args.epochs, "labelled_fraction": 0.1, "seconds": time.perf_counter() - t0,
+    result.update({"seeds": args.seeds, "epochs": args.epochs, "labelled_fraction": 0.1, "source_replay": args.source_replay, "seconds": time.perf_counter() - t0,
                    "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
                    "device": "cuda" if torch.cuda.is_available() else "cpu"})
     print(json.dumps(result))

@@ -393,17 +393,17 @@ app.add_typer(registry_app, name="registry")
 
 
 def _registry(spec: Path):
+    from lepton_core.registry import Registry
     from lepton_core.spec import load_spec
     from lepton_core.state import state_dir
     from lepton_core.store.target import open_store
-    from lepton_core.transfer.adapt import registry_for
 
     loaded = load_spec(spec)
     if loaded.spec.model is None:
         from lepton_core.errors import UsageError
 
         raise UsageError(f"{spec}: the spec has no model")
-    return loaded.spec.model.name, registry_for(loaded.spec.target, open_store(loaded.spec.target, state_dir(), start=True))
+    return loaded.spec.model.name, Registry.for_target(loaded.spec.target, open_store(loaded.spec.target, state_dir(), start=True))
 
 
 @registry_app.command("list")

@@ -73,6 +73,11 @@ class Registry:
     def __init__(self, store: ObjectStore, bucket: str, root: str) -> None:
         self.store, self.bucket, self.root = store, bucket, root.strip("/")
 
+    @classmethod
+    def for_target(cls, target, store: ObjectStore) -> Registry:
+        """The registry of a spec's target: under its prefix and registry prefix."""
+        return cls(store, target.bucket, "/".join(p for p in (target.prefix, target.registry_prefix) if p))
+
     def _key(self, model: str, *parts: str) -> str:
         return "/".join(p for p in (self.root, model, *parts) if p)
 

@@ -116,6 +116,8 @@ def adapt_stage(result: AdaptResult, run_dir: str) -> StageResult:
     """The three models side by side on the target's test split, the registered version, the learning curve."""
     rows = [(name, f"accuracy {m.accuracy:.1%}, macro-F1 {m.macro_f1:.3f}, calibration error {m.calibration_error:.3f} "
                    f"on {m.images:,} test images") for name, m in result.metrics.items()]
+    rows += [(f"{name}, on-prem images", f"accuracy {m.accuracy:.1%} on {m.images:,} test images of the on-prem dataset")
+             for name, m in result.on_source.items()]
     a = result.adapted
     rows.append(("training", f"{a.epochs} epochs in {a.seconds:.0f} s ({a.precision} on {a.device})"
                              + ("; resumed from a checkpoint" if a.resumed else "")))

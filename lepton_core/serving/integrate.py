@@ -70,7 +70,7 @@ def integrate(loaded: LoadedSpec, candidate: str, options: IntegrateOptions, sta
     from lepton_core.serving.client import ModelClient, ServerProcess
     from lepton_core.serving.server import ServeConfig
     from lepton_core.store.target import open_store
-    from lepton_core.transfer.adapt import dataset_images, onprem_checkpoint, registry_for
+    from lepton_core.transfer.adapt import dataset_images, onprem_checkpoint
 
     say = say or (lambda _m: None)
     spec, model = loaded.spec, loaded.spec.model
@@ -78,7 +78,7 @@ def integrate(loaded: LoadedSpec, candidate: str, options: IntegrateOptions, sta
         raise UsageError(f"{loaded.path}: the spec has no model to integrate")
     state_root, out = Path(state_root), Path(out_dir) / "integrate"
     store = open_store(spec.target, state_root, start=True)
-    registry = registry_for(spec.target, store)
+    registry = Registry.for_target(spec.target, store)
     version = registry.get(model.name, candidate)
     candidate_ckpt = registry.fetch(version, state_root / "cache" / "registry")
     onprem_ckpt = onprem_checkpoint(loaded, state_root, lambda: store)

@@ -34,7 +34,7 @@ Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
-class TargetImages:
+class DatasetImages:
     root: Path  # a local ImageFolder tree
     source: str  # where it came from (s3:// URI or path)
     digest: str  # SHA-256 over the sorted (path, SHA-256) pairs: the same for a copy and its source
@@ -45,7 +45,8 @@ class TargetImages:
 class AdaptResult:
     model: str
     version: str
-    metrics: dict[str, Metrics]
+    metrics: dict[str, Metrics]  # on the target's test split
+    on_source: dict[str, Metrics]  # on the source's test split (when replayed)
     adapted: FitResult
     scratch: FitResult | None
     counts: dict[str, int]
@@ -70,7 +71,7 @@ def digest_pairs(pairs: list[tuple[str, str]]) -> str:
     return h.hexdigest()
 
 
-def dataset_images(loaded: LoadedSpec, name: str, data: str, state_root: Path, store_fn: Callable) -> TargetImages:
+def dataset_images(loaded: LoadedSpec, name: str, data: str, state_root: Path, store_fn: Callable) -> DatasetImages:
     """A dataset of the spec as a local folder: its verified cloud copy (``data="cloud-copy"``:
     downloaded once into the cache, every file checked against the migration manifest's SHA-256),
     or its location in the spec (``data="location"``)."""
@@ -90,7 +91,7 @@ def dataset_images(loaded: LoadedSpec, name: str, data: str, state_root: Path, s
             hashes = cache.hashes(files)
         finally:
             cache.close()
-        return TargetImages(Path(location), location, digest_pairs([(f.rel, hashes[f.rel]) for f in files]), len(files))
+        return DatasetImages(Path(location), location, digest_pairs([(f.rel, hashes[f.rel]) for f in files]), len(files))
     if data == "location":
         uri = S3Uri.parse(location)
         bucket, prefix = uri.bucket, uri.key.strip("/")
@@ -106,7 +107,7 @@ def dataset_images(loaded: LoadedSpec, name: str, data: str, state_root: Path, s
     transfer = CrtTransfer(store.settings, encryption=spec.target.encryption, kms_key_id=spec.target.kms_key_id)
     download_dataset(store, transfer, bucket, prefix, dest)
     manifest = read_manifest(store, bucket, prefix)
-    return TargetImages(dest, f"s3://{bucket}/{prefix}", digest_pairs([(e.rel, e.sha256) for e in manifest.objects]),
+    return DatasetImages(dest, f"s3://{bucket}/{prefix}", digest_pairs([(e.rel, e.sha256) for e in manifest.objects]),
                         len(manifest.objects))
 
 
@@ -128,13 +129,6 @@ def onprem_checkpoint(loaded: LoadedSpec, state_root: Path, store_fn: Callable) 
         except ObjectNotFound:
             raise UsageError(f"model.checkpoint: {location}: no such object") from None
     return dest
-
-
-def registry_for(target, store):
-    """The registry under the target's prefix and registry prefix."""
-    from lepton_core.registry import Registry
-
-    return Registry(store, target.bucket, "/".join(p for p in (target.prefix, target.registry_prefix) if p))
 
 
 def file_sha256(path: Path) -> str:
@@ -195,9 +189,9 @@ def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Pat
                               [images.digest], state_root, model.name, options.fresh)
         say("training the same architecture from scratch on the same labels and budget")
         scratch = fit(scratch_job)
-    results = _evaluate(images, model, onprem_state, onprem_pre, pre, adapted, scratch)
-    return _save(loaded, options, images, replay, adapted_job, adapted, scratch, results, ckpt, version, out_dir,
-                 store_fn, flow_run_id, say)
+    results, on_source = _evaluate(images, replay, model, onprem_state, onprem_pre, pre, adapted, scratch)
+    return _save(loaded, options, images, replay, adapted_job, adapted, scratch, results, on_source, ckpt, version,
+                 out_dir, store_fn, flow_run_id, say)
 
 
 def _preprocess(options: AdaptOptions, onprem: Preprocess) -> Preprocess:
@@ -221,24 +215,31 @@ def _job(name: str, base: dict, extra: dict, digests: list[str], state_root: Pat
     return job.model_copy(update={"work_dir": str(work)}), key
 
 
-def _evaluate(images: TargetImages, model, onprem_state: dict, onprem_pre: Preprocess, pre: Preprocess,
-              adapted: FitResult, scratch: FitResult | None) -> dict[str, Metrics]:
-    """The three models on the target's test split, each with its own preprocessing."""
+def _evaluate(images: DatasetImages, replay: DatasetImages | None, model, onprem_state: dict, onprem_pre: Preprocess,
+              pre: Preprocess, adapted: FitResult, scratch: FitResult | None) -> tuple[dict[str, Metrics], dict[str, Metrics]]:
+    """The three models on the target's test split, each with its own preprocessing; and, when the
+    on-prem images were replayed, the on-prem and adapted models on the source's test split."""
     from lepton_core.transfer.backbones import build_model
     from lepton_core.transfer.data import ImageDataModule
     from lepton_core.transfer.evaluate import metrics, predict
     from lepton_core.transfer.fit import trained_state
 
-    def score(state: dict, p: Preprocess) -> Metrics:
+    def score(state: dict, p: Preprocess, where: DatasetImages, name: str) -> Metrics:
         net = build_model(model.architecture, len(model.classes), model.input_size)
         net.load_state_dict(state)
-        data = ImageDataModule(images.root, model.classes, model.input_size, p, batch_size=256, name=model.target_dataset)
+        data = ImageDataModule(where.root, model.classes, model.input_size, p, batch_size=256, name=name)
         return metrics(*predict(net, data.test_dataloader()))
 
-    results = {UNADAPTED: score(onprem_state, onprem_pre), ADAPTED: score(trained_state(adapted), pre)}
+    adapted_state = trained_state(adapted)
+    results = {UNADAPTED: score(onprem_state, onprem_pre, images, model.target_dataset),
+               ADAPTED: score(adapted_state, pre, images, model.target_dataset)}
     if scratch is not None:
-        results[SCRATCH] = score(trained_state(scratch), pre)
-    return results
+        results[SCRATCH] = score(trained_state(scratch), pre, images, model.target_dataset)
+    on_source = {}
+    if replay is not None:
+        on_source = {UNADAPTED: score(onprem_state, onprem_pre, replay, model.source_dataset),
+                     ADAPTED: score(adapted_state, pre, replay, model.source_dataset)}
+    return results, on_source
 
 
 def _code_version() -> dict:
@@ -257,11 +258,13 @@ def _code_version() -> dict:
     return {"lepton": package, "git_commit": commit}
 
 
-def _save(loaded: LoadedSpec, options: AdaptOptions, images: TargetImages, replay: TargetImages | None, job: FitJob, adapted: FitResult,
-          scratch: FitResult | None, results: dict[str, Metrics], onprem_ckpt: Path, version: str, out_dir: Path,
+def _save(loaded: LoadedSpec, options: AdaptOptions, images: DatasetImages, replay: DatasetImages | None, job: FitJob, adapted: FitResult,
+          scratch: FitResult | None, results: dict[str, Metrics], on_source: dict[str, Metrics], onprem_ckpt: Path,
+          version: str, out_dir: Path,
           store_fn: Callable, flow_run_id: str | None, say: Say) -> AdaptResult:
     """Write the checkpoint, comparison, learning curve and model card into ``out_dir/adapt``; then
     upload the checkpoint and, last, the card (a card on S3 means its checkpoint is complete)."""
+    from lepton_core.registry import Registry
     from lepton_core.transfer.checkpoint import CheckpointMeta, save_checkpoint
     from lepton_core.transfer.evaluate import comparison_table, confusion_text, learning_curve_png
     from lepton_core.transfer.fit import trained_state
@@ -276,6 +279,9 @@ def _save(loaded: LoadedSpec, options: AdaptOptions, images: TargetImages, repla
                                    "target_test_calibration_error": a.calibration_error})
     checkpoint = save_checkpoint(out / f"{model.name}-adapted.pt", trained_state(adapted), meta)
     table = comparison_table(results)
+    if on_source:
+        table += (f"\n\nOn the on-prem images ({model.source_dataset}, test split), replayed while adapting:\n\n"
+                  + comparison_table(on_source))
     atomic_write_text(out / "comparison.md", table + "\n\nConfusion matrix of the adapted model (rows: true class):\n\n```\n"
                       + confusion_text(a, model.classes) + "\n```\n")
     curves = {ADAPTED: adapted.history} | ({SCRATCH: scratch.history} if scratch else {})
@@ -299,21 +305,22 @@ def _save(loaded: LoadedSpec, options: AdaptOptions, images: TargetImages, repla
                               "sha256": replay.digest} if replay else None},
         "spec": {"name": spec.name, "sha256": loaded.sha256},
         "metrics": {name: m.record() for name, m in results.items()},
+        "metrics_on_source": {name: m.record() for name, m in on_source.items()},
         "flow_run_id": flow_run_id,
         "code": _code_version(),
     }
     atomic_write_text(out / "metrics.json", json.dumps({n: m.record() for n, m in results.items()}, indent=2))
     uri = None
     if options.register_model:
-        registered = registry_for(spec.target, store_fn()).register(model.name, version, checkpoint, card)
+        registered = Registry.for_target(spec.target, store_fn()).register(model.name, version, checkpoint, card)
         card, uri = registered.card, registered.uri
         say(f"registered {model.name} version {version} at {uri}")
     atomic_write_text(out / CARD_NAME, json.dumps(card, indent=2))
-    return AdaptResult(model=model.name, version=version, metrics=results, adapted=adapted, scratch=scratch, counts=counts,
+    return AdaptResult(model=model.name, version=version, metrics=results, on_source=on_source, adapted=adapted, scratch=scratch, counts=counts,
                        checkpoint=checkpoint, card=card, registry_uri=uri, table=table, curve=curve)
 
 
-def _counts(images: TargetImages, job: FitJob) -> dict[str, int]:
+def _counts(images: DatasetImages, job: FitJob) -> dict[str, int]:
     from lepton_core.transfer.data import ImageDataModule
 
     data = ImageDataModule(images.root, job.classes, job.input_size, Preprocess(job.mode, job.mean, job.std),

@@ -16,7 +16,8 @@ from lepton_core.spec.params import AdaptOptions, IntegrateOptions
 from lepton_core.state import store_dir
 from lepton_core.store import EmbeddedStore
 from lepton_core.store.target import open_store
-from lepton_core.transfer.adapt import adapt_model, registry_for
+from lepton_core.registry import Registry
+from lepton_core.transfer.adapt import adapt_model
 from lepton_core.transfer.checkpoint import load_checkpoint, save_checkpoint
 
 OPTIONS = IntegrateOptions(data="location", golden_per_domain=60)
@@ -74,7 +75,7 @@ def test_a_broken_candidate_fails_parity_and_nothing_is_promoted(demo_parity: Pa
     state, meta = load_checkpoint(demo_parity.parent / "models" / "onprem-resnet18.pt")
     state = {**state, "fc.weight": torch.roll(state["fc.weight"], 1, 0), "fc.bias": torch.roll(state["fc.bias"], 1, 0)}
     broken = save_checkpoint(tmp_path / "broken.pt", state, meta)  # every answer moved to the next class
-    registry = registry_for(loaded.spec.target, open_store(loaded.spec.target, home, start=True))
+    registry = Registry.for_target(loaded.spec.target, open_store(loaded.spec.target, home, start=True))
     registry.register("digits-classifier", "broken", broken, {})
     with pytest.raises(ParityFailed, match=r"digits-classifier broken failed the parity check: it keeps 0\.0% of the on-prem "
                                            r"model's right answers on on-prem images \(the spec asks for 97\.0%\); .*nothing promoted"):
@@ -91,7 +92,7 @@ def test_the_demos_adapted_model_passes_parity_and_becomes_the_candidate(demo_pa
     result = integrate(loaded, adapted.version, OPTIONS, home, tmp_path / "run")
     p = result.parity
     assert p.passed and p.agreement >= 0.97 and p.accuracy["candidate"]["target"] > p.accuracy["on-prem"]["target"] + 0.5
-    registry = registry_for(loaded.spec.target, open_store(loaded.spec.target, home))
+    registry = Registry.for_target(loaded.spec.target, open_store(loaded.spec.target, home))
     assert registry.stage("digits-classifier", "candidate").version == adapted.version
     production = registry.stage("digits-classifier", "production")
     assert production.version == result.onprem and result.onprem.startswith("onprem-")
