@@ -91,7 +91,7 @@ def run(
     prefix: Annotated[Optional[str], typer.Option(help="Override the target key prefix.")] = None,
     endpoint_url: Annotated[Optional[str], typer.Option(help="Override the S3 endpoint ('embedded' or a URL).")] = None,
     plan_seconds: Annotated[float, typer.Option(min=0, max=3600, help="Seconds the exact planner may search (0: heuristics only).")] = 30.0,
-    adapt_epochs: Annotated[int, typer.Option(min=1, max=10000, help="Epochs at most to adapt the model to the cloud's data.")] = 15,
+    adapt_epochs: Annotated[int, typer.Option(min=1, max=10000, help="Epochs at most to adapt the model to the cloud's data.")] = 10,
 ) -> None:
     """Run the whole migration flow on a spec (the bundled demo when none is given)."""
     from lepton_core.spec import load_spec
@@ -302,7 +302,7 @@ def adapt(
     weights: Annotated[Optional[Path], typer.Option(help="--init imagenet: the weights file (default: $TORCH_HOME/hub/checkpoints).")] = None,
     data: Annotated[AdaptData, typer.Option(help="cloud-copy: the migrated copy, verified against its manifest; location: where the spec says.")] = AdaptData.cloud_copy,
     labelled_fraction: Annotated[float, typer.Option(min=0.001, max=1.0, help="Share of the target's training labels to use.")] = 0.1,
-    epochs: Annotated[int, typer.Option(min=1, max=10000, help="Epochs at most (early stopping may end sooner).")] = 15,
+    epochs: Annotated[int, typer.Option(min=1, max=10000, help="Epochs at most (early stopping may end sooner).")] = 10,
     batch_size: Annotated[int, typer.Option(min=1, max=65536, help="Images per training step.")] = 32,
     lr: Annotated[float, typer.Option(min=1e-7, max=1.0, help="AdamW's learning rate at the start.")] = 1e-3,
     scratch: Annotated[bool, typer.Option("--scratch/--no-scratch", help="Also train from scratch on the same labels and budget.")] = True,
@@ -370,7 +370,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     max_batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Requests batched into one forward pass.")] = 8,
-    batch_timeout: Annotated[float, typer.Option(min=0, max=10, help="Seconds to wait to fill a batch.")] = 0.005,
+    batch_timeout: Annotated[float, typer.Option(min=0, max=10, help="Seconds to wait to fill a batch (0: batch what is queued).")] = 0.0,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Model processes per device.")] = 1,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /info (the same API on-prem and in the cloud)."""

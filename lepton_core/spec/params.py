@@ -89,8 +89,8 @@ class AdaptOptions(StrictModel):
                                           "location: the dataset where the spec says it is.")
     labelled_fraction: float = Field(default=0.1, gt=0, le=1,
                                      description="Share of the target's training images whose labels are used.")
-    max_epochs: int = Field(default=15, ge=1, le=10_000, description="Epochs at most (early stopping may end sooner).")
-    patience: int = Field(default=5, ge=1, le=10_000, description="Epochs without a better validation accuracy before stopping.")
+    max_epochs: int = Field(default=10, ge=1, le=10_000, description="Epochs at most (early stopping may end sooner).")
+    patience: int = Field(default=4, ge=1, le=10_000, description="Epochs without a better validation accuracy before stopping.")
     batch_size: int = Field(default=32, ge=1, le=65_536, description="Images per training step.")
     lr: float = Field(default=1e-4, gt=0, le=1, description="AdamW's learning rate for fine-tuning at the start "
                                                          "(cosine-annealed).")
@@ -122,4 +122,4 @@ class IntegrateOptions(StrictModel):
     golden_per_domain: int = Field(default=200, ge=10, le=100_000,
                                    description="Test images of each domain (on-prem, cloud) sent to both servers.")
     max_batch_size: int = Field(default=8, ge=1, le=4096, description="Requests the server may batch together.")
-    batch_timeout: float = Field(default=0.005, ge=0, le=10, description="Seconds the server waits to fill a batch.")
+    batch_timeout: float = Field(default=0.0, ge=0, le=10, description="Seconds the server waits to fill a batch (0: it batches what is queued, adding no latency).")
