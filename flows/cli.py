@@ -370,7 +370,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     max_batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Requests batched into one forward pass.")] = 8,
-    batch_timeout: Annotated[float, typer.Option(min=0, max=10, help="Seconds to wait to fill a batch (0: batch what is queued).")] = 0.0,
+    batch_timeout: Annotated[float, typer.Option(min=0.0001, max=10, help="Seconds to wait to fill a batch (at 0 LitServe would busy-poll).")] = 0.005,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Model processes per device.")] = 1,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /info (the same API on-prem and in the cloud)."""

@@ -26,7 +26,7 @@ class ServeConfig:
     """How the model is served (what the optimisation loop tunes)."""
 
     max_batch_size: int = 8  # requests LitServe may gather into one forward pass
-    batch_timeout: float = 0.0  # seconds it waits to fill a batch (0: takes what is queued, adds no latency)
+    batch_timeout: float = 0.005  # seconds it waits to fill a batch (LitServe busy-polls its queue at 0)
     workers: int = 1  # model processes per device
     max_images: int = 64  # images per request
     max_bytes: int = 8 * 1024 * 1024  # request body

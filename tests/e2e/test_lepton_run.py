@@ -37,7 +37,7 @@ def user_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         EmbeddedStore(tmp_path / "home" / "store").down()
 
 
-def lepton(args: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+def lepton(args: list[str], env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
