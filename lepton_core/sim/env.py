@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from lepton_core.sim.scenario import DAY, Scenario, generate
+from lepton_core.sim.scenario import DAY, Scenario, generate, generate_batch, next_keys, seed_state
 
 ONPREM, TRANSFER, CUTOVER, CLOUD = 0, 1, 2, 3
 WORKLOAD_FEATURES = 16
@@ -17,28 +17,42 @@ REWARD_SCALE = 100.0  # dollars per unit of reward
 FEATURE_MAX = 1e6  # observation bound (features are scaled to about 0-1; this only caps the extreme)
 
 
-def water_fill_batch(remaining: np.ndarray, active: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+def water_fill_rows(remaining: np.ndarray, active: np.ndarray, capacity: np.ndarray,
+                    count: np.ndarray | None = None) -> np.ndarray:
     """GB each transfer moves this hour when the active ones of each row share ``capacity`` fairly:
     equal shares, and what a transfer needs less of goes to the others (max-min fairness, as TCP
-    flows on one link). Shapes (N, M), (N, M), (N,). Every flow gets min(its need, level), the
-    level being the one at which the shares add up to the capacity (or none, when all finish)."""
-    need = np.where(active, remaining, np.inf)
-    ordered = np.sort(need, axis=1)
-    count = active.sum(axis=1)
-    pos = np.arange(need.shape[1])
-    before = np.cumsum(np.where(np.isfinite(ordered), ordered, 0.0), axis=1) - np.where(np.isfinite(ordered), ordered, 0.0)
-    slots = count[:, None] - pos[None, :]
+    flows on one link). Shapes (N, M), (N, M), (N,); ``count``, the active flows of each row, when known.
+
+    By rounds: the flows that need no more than the equal share of what is left take their need,
+    until a round satisfies no one; the others get that share. The first round runs on every row;
+    the later ones only on the rows where it satisfied some flows but not all."""
+    ones = np.ones(remaining.shape[1])
+    count = active @ ones if count is None else count
     with np.errstate(divide="ignore", invalid="ignore"):
-        level = (capacity[:, None] - before) / slots
-    short = (pos[None, :] < count[:, None]) & (ordered > level)
-    first = short.argmax(axis=1)
-    cut = np.where(short.any(axis=1), level[np.arange(len(first)), first], np.inf)
-    return np.where(active, np.minimum(remaining, cut[:, None]), 0.0)
+        level = capacity / count  # inf on rows without transfers (the capacity is positive): their flows are none
+    satisfied = active & (remaining <= level[:, None])
+    took = satisfied @ ones
+    again = np.flatnonzero((took > 0) & (took < count))
+    if len(again):
+        need, act, sat = remaining[again], active[again], satisfied[again]
+        cap, flows = capacity[again], count[again]
+        while True:
+            left = flows - sat.sum(axis=1)  # flows still open (none: every flow has its need; the level is no limit)
+            sub = np.where(left > 0, (cap - np.where(sat, need, 0.0).sum(axis=1)) / np.maximum(left, 1), np.inf)
+            new = act & ~sat & (need <= sub[:, None])
+            if not new.any():
+                break
+            sat |= new
+        level[again] = sub
+    # a satisfied flow needs no more than the final level: min() gives it its need
+    moved = np.minimum(remaining, level[:, None])
+    moved *= active
+    return moved
 
 
 def water_fill(remaining: np.ndarray, capacity: float) -> np.ndarray:
-    """``water_fill_batch`` for one set of transfers, all active."""
-    return water_fill_batch(remaining[None, :], np.ones((1, len(remaining)), bool), np.array([capacity]))[0]
+    """``water_fill_rows`` for one set of transfers, all active."""
+    return water_fill_rows(remaining[None, :], np.ones((1, len(remaining)), bool), np.array([capacity]))[0]
 
 
 class CloudMigrationEnv(gym.Env):
@@ -90,8 +104,10 @@ class CloudMigrationEnv(gym.Env):
     ## Starting State
 
     Every workload on-prem at hour 0. The scenario is the one given to the constructor, or one
-    drawn by ``generate`` from the reset's seed (between ``min_workloads`` and ``max_workloads``
-    workloads); ``reset(options={"scenario": s})`` replaces it.
+    drawn by ``generate_batch`` (between ``min_workloads`` and ``max_workloads`` workloads) from
+    the next key of a generator that the reset's seed sets: reset with seed ``s`` and then without
+    a seed, it plays the same scenarios as the vector twin's copy seeded ``s``.
+    ``reset(options={"scenario": s})`` replaces it.
 
     ## Episode End
 
@@ -111,6 +127,7 @@ class CloudMigrationEnv(gym.Env):
         self.min_workloads = min_workloads
         self.horizon = scenario.horizon if scenario is not None else horizon
         self.scenario = scenario if scenario is not None else generate(np.random.default_rng(0), max_workloads, horizon)
+        self._state = seed_state([int(np.random.default_rng().integers(2**62))])  # generator of scenario keys
         self.n_types = self.scenario.k
         self.action_space = spaces.Discrete(1 + max_workloads * self.n_types)
         self.observation_space = spaces.Dict({
@@ -122,11 +139,13 @@ class CloudMigrationEnv(gym.Env):
     # -- episode --------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
+        if seed is not None:
+            self._state = seed_state([seed])
         if options and "scenario" in options:
             self.scenario = options["scenario"]
         elif self.fixed is None:
-            n = int(self.np_random.integers(self.min_workloads, self.max_workloads + 1))
-            self.scenario = generate(self.np_random, n, self.horizon)
+            self.scenario = generate_batch(next_keys(self._state), self.min_workloads, self.max_workloads,
+                                           horizon=self.horizon).scenario(0)
         s = self.scenario
         if s.n > self.max_workloads or s.k != self.n_types:
             raise ValueError(f"the scenario has {s.n} workloads and {s.k} instance types; this env holds at most "

@@ -242,14 +242,14 @@ def test_the_vector_twin_equals_scalar_envs_step_by_step() -> None:
 
 
 def test_the_vector_twin_refuses_invalid_actions_per_env() -> None:
-    from lepton_core.sim.vector import VectorCloudMigrationEnv
+    from lepton_core.sim.vector import PAD, VectorCloudMigrationEnv
 
     vec = VectorCloudMigrationEnv(3, max_workloads=8, min_workloads=3)
     _, info = vec.reset(seed=0)
     invalid = [int(np.flatnonzero(m == 0)[0]) for m in info["action_mask"]]
     _, _, _, _, out = vec.step(np.array([0, invalid[1], 10**6]))
     assert out["refused"].tolist() == [False, True, True]
-    assert (vec.phase[1] == 0).all() and (vec.hour == 1).all()
+    assert (vec.phase[1][vec.valid[1]] == 0).all() and (vec.phase[1][~vec.valid[1]] == PAD).all() and (vec.hour == 1).all()
 
 
 def test_the_data_moves_in_the_order_the_plan_moves_its_owners(demo_data) -> None:
@@ -267,3 +267,80 @@ def test_the_data_moves_in_the_order_the_plan_moves_its_owners(demo_data) -> Non
     steps += [PlanStep(name, "m5.large", len(hours) + i) for i, name in enumerate(rest)]
     order = dataset_order(spec, Plan("test", tuple(steps)))
     assert order[0] == last and sorted(order) == sorted(d.name for d in spec.datasets)
+
+
+def test_generated_scenarios_are_a_function_of_their_key_alone() -> None:
+    from lepton_core.sim.scenario import generate_batch, seed_state, uniforms
+
+    keys = seed_state(np.arange(200))
+    u = uniforms(keys, 3, 50)
+    assert u.shape == (200, 50) and (0 < u).all() and (u < 1).all() and abs(u.mean() - 0.5) < 0.01
+    assert np.array_equal(uniforms(keys, 3, 7), u[:, :7])  # a draw does not depend on how many are drawn
+    batch = generate_batch(keys, 4, 12, slots=20, horizon=72)
+    assert batch.n.min() == 4 and batch.n.max() == 12 and not batch.depends[:, :, 12:].any()
+    assert not np.triu(batch.depends, k=0).any()  # calls only earlier workloads: a DAG
+    for r in (0, 57, 199):  # one key alone, padded less, gives the same system
+        one = generate_batch(keys[r:r + 1], 4, 12, horizon=72).scenario(0)
+        s = batch.scenario(r)
+        assert one.n == s.n == batch.n[r]
+        for name in ("cpu", "memory_gb", "gpu", "data_gb", "traffic_rps", "onprem_cost", "depends", "instance_price", "bandwidth_factor"):
+            assert np.array_equal(getattr(one, name), getattr(s, name)), name
+        assert (s.onprem_cost > 0).all() and s.fits().any(axis=1).all() and len(s.bandwidth_factor) == 72
+        assert ((0.05 <= s.bandwidth_factor) & (s.bandwidth_factor <= 1)).all()
+
+
+def test_water_filling_matches_a_sorted_reference() -> None:
+    from lepton_core.sim.env import water_fill_rows
+
+    def reference(need: np.ndarray, capacity: float) -> np.ndarray:  # max-min fairness, smallest need first
+        out, left, open_ = np.zeros_like(need), capacity, len(need)
+        for i in np.argsort(need, kind="stable"):
+            out[i] = min(need[i], left / open_)
+            left, open_ = left - out[i], open_ - 1
+        return out
+
+    assert water_fill(np.array([1.0, 4.6, 4.4]), 10.0) == pytest.approx([1.0, 4.6, 4.4])  # satisfied over three rounds
+    rng = np.random.default_rng(0)
+    remaining = rng.exponential(100.0, size=(500, 8))
+    active = rng.random((500, 8)) < 0.5
+    capacity = rng.uniform(10.0, 600.0, size=500)
+    moved = water_fill_rows(remaining, active, capacity)
+    assert (moved[~active] == 0).all() and (moved <= remaining + 1e-12).all()
+    for row in range(500):
+        on = active[row]
+        if on.any():
+            assert moved[row, on] == pytest.approx(reference(remaining[row, on], capacity[row]), rel=1e-12)
+
+
+def test_the_vector_twin_plays_given_scenarios_like_the_scalar_env() -> None:
+    from lepton_core.sim.vector import VectorCloudMigrationEnv
+
+    vec = VectorCloudMigrationEnv(2, max_workloads=8, horizon=48)
+    k = vec.n_types  # the hand-worked system on as many types as the bundled catalogue has
+    hand = Scenario(**{**hand_scenario().__dict__, "instance_names": tuple(f"t{i}" for i in range(k)),
+                       "instance_vcpu": np.full(k, 8.0), "instance_memory_gb": np.full(k, 32.0),
+                       "instance_gpu": np.zeros(k), "instance_price": np.linspace(0.1, 1.6, k)})
+    other = generate(np.random.default_rng(5), 6, horizon=48)
+    vobs, vinfo = vec.reset(seed=0, options={"scenarios": [hand, other]})
+    scalars = [CloudMigrationEnv(s, max_workloads=8) for s in (hand, other)]
+    infos = [env.reset(seed=0)[1] for env in scalars]
+    assert all(np.array_equal(vinfo["action_mask"][j], infos[j]["action_mask"]) for j in range(2))
+    rng = np.random.default_rng(2)
+    playing, ended = [True, True], 0
+    for _ in range(48):
+        actions = np.array([int(rng.choice(np.flatnonzero(m))) if rng.random() < 0.5 else 0 for m in vinfo["action_mask"]])
+        vobs, vrew, vterm, vtrunc, vinfo = vec.step(actions)
+        for j, env in enumerate(scalars):
+            if not playing[j]:  # the vector twin has gone on to a generated scenario
+                continue
+            obs, rew, term, trunc, info = env.step(int(actions[j]))
+            assert vrew[j] == pytest.approx(rew, rel=1e-12, abs=1e-12) and (bool(vterm[j]), bool(vtrunc[j])) == (term, trunc)
+            if term or trunc:
+                assert vinfo["final_total_cost"][j] == pytest.approx(info["total_cost"], rel=1e-12)
+                playing[j], ended = False, ended + 1
+                continue
+            assert np.allclose(vobs["workloads"][j], obs["workloads"], rtol=1e-6, atol=1e-7)
+            assert np.array_equal(vinfo["action_mask"][j], info["action_mask"])
+    assert ended == 2
+    with pytest.raises(ValueError, match="scenario for env 0: 3 workloads on 2 types"):
+        vec.reset(options={"scenarios": [hand_scenario(), other]})
