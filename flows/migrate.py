@@ -1,11 +1,15 @@
 """The ``migrate`` flow: the whole migration of one spec, stage by stage.
 
-Stages so far: check the spec, validate the source data (profiles saved, drift reported), plan the
-order of the services' move in the simulator, reach the object store, migrate the data and validate
-each cloud copy, adapt the model to the cloud copy of its target data (and register it), publish
-the Data Docs next to the data, check the adapted model against the on-prem one served side by
-side (parity) and write the cutover bundle, write the run report. Serving optimisation slots in
+Stages so far: check the spec, reach the object store, validate the source data (profiles saved,
+drift reported), plan the order of the services' move in the simulator, migrate the data and
+validate each cloud copy, adapt the model to the cloud copy of its target data (and register it),
+publish the Data Docs next to the data, check the adapted model against the on-prem one served side
+by side (parity) and write the cutover bundle, write the run report. Serving optimisation slots in
 before the report.
+
+Every task after the store keeps its result in the object store (``tasks/results.py``), so Retry
+on a failed run brings the finished tasks back Cached and goes on at the failed one; a failed run
+also leaves a ``failure-summary`` artifact that says what failed and what to do.
 """
 
 from __future__ import annotations
@@ -13,30 +17,31 @@ from __future__ import annotations
 import datetime as dt
 
 from prefect import flow
-from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.report import RunReport
 from lepton_core.report.stages import (adapt_stage, data_stage, drift_stage, integrate_stage, plan_stage, spec_stage,
                                        store_stage, validation_stage)
 from lepton_core.spec import is_s3
 from lepton_core.spec.params import AdaptOptions, IntegrateOptions, PlanOptions, SpecRef, TargetOverrides
-from lepton_core.state import runs_dir, state_dir
+from lepton_core.state import state_dir
 from lepton_core.sim.plan import cheapest, dataset_order
 from lepton_core.validation.drift import comparisons
 from tasks.adapt import adapt_model_task
 from tasks.data import migrate_dataset_task
 from tasks.integrate import integrate_task
 from tasks.plan import plan_migration_task
+from flows._run import failure_summary, fan_out_runner, run_folder
 from tasks.report import write_run_report
+from tasks.results import persisted, result_storage
 from tasks.spec import check_spec, prepare_demo
 from tasks.store import reach_object_store
 from tasks.validation import drift_task, publish_data_docs_task, validate_source_task, validate_target_task
 
 
-# Datasets are copied two at a time (each copy already keeps many transfers in flight).
+# Datasets are copied two at a time (each copy already keeps many transfers in flight), or on Dask
+# workers when LEPTON_DASK says so (flows/_run.py: fan_out_runner).
 @flow(name="migrate", description="Move an AI system's data, model and services to the cloud, as its spec says.",
-      task_runner=ThreadPoolTaskRunner(max_workers=2))
+      task_runner=fan_out_runner(), on_failure=[failure_summary])
 def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides(),
             planning: PlanOptions = PlanOptions(), adapting: AdaptOptions = AdaptOptions(),
             integrating: IntegrateOptions = IntegrateOptions()) -> str:
@@ -49,51 +54,55 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
         adapting: how the model is adapted to the cloud's data.
         integrating: how the adapted model is checked against the on-prem one before cutover.
     """
-    started = dt.datetime.now(dt.timezone.utc)
-    root = str(state_dir())
-    run_name = f"{started:%Y%m%d-%H%M%S}-{flow_run.get_name() or 'local'}"
-    run_dir = str(runs_dir() / run_name)
+    run_name, started, folder = run_folder()  # the same on a Retry of this flow run
+    root, run_dir = str(state_dir()), str(folder)
 
     # 1. The spec: the bundled demo unless a path is given; bad input fails here, never retried.
     spec_path = spec.path or prepare_demo(root)
     loaded = check_spec(spec_path, target)
 
-    # 2. Source validation: bad data stops the run here, before anything moves; never retried.
-    #    Each dataset's profile is saved with the run; the drift report compares them.
-    gates = [validate_source_task(loaded, d.name, run_dir) for d in loaded.spec.datasets if not is_s3(d.location)]
-    profiles = {g.dataset: g.profile for g in gates}
-    drifts = [drift_task(*pair, run_dir) for pair in comparisons(loaded.spec, profiles)]
-
-    # 3. The plan: the yardsticks, the trained policy and the exact planner in the simulator, the
-    #    cheapest kept; the data moves in its order. It runs while the object store is reached.
-    plan = plan_migration_task.submit(loaded, planning, run_dir) if loaded.spec.services else None
-
-    # 4. The object store: start the embedded server or reach the cloud's; retried if transient.
+    # 2. The object store: start the embedded server or reach the cloud's; retried if transient.
+    #    Every later task keeps its result there, so Retry on a failed run resumes at the failed
+    #    task (these three are quick and run again on a Retry: the store must be up anyway).
     info = reach_object_store(loaded.spec.target, root, loaded.spec.name)
+    storage = result_storage(loaded.spec.target)
+    validate_source, drift, plan_migration, migrate_dataset, validate_target, adapt_model, publish_data_docs, integrate, report_task = (
+        persisted(t, storage) for t in (validate_source_task, drift_task, plan_migration_task, migrate_dataset_task, validate_target_task,
+                                        adapt_model_task, publish_data_docs_task, integrate_task, write_run_report))
+
+    # 3. Source validation: bad data stops the run here, before anything moves; never retried.
+    #    Each dataset's profile is saved with the run; the drift report compares them.
+    gates = [validate_source(loaded, d.name, run_dir) for d in loaded.spec.datasets if not is_s3(d.location)]
+    profiles = {g.dataset: g.profile for g in gates}
+    drifts = [drift(*pair, run_dir) for pair in comparisons(loaded.spec, profiles)]
+
+    # 4. The plan: the yardsticks, the trained policy and the exact planner in the simulator, the
+    #    cheapest kept; the data moves in its order.
+    plan = plan_migration.submit(loaded, planning, run_dir) if loaded.spec.services else None
 
     # 5. The data, one task per dataset: checksummed, verified, resumed (not restarted) on retry;
     #    then each copy's gate: the same objects and hashes as the source.
     plans = plan.result() if plan else []
     order = dataset_order(loaded.spec, cheapest(plans)) if plans else [d.name for d in loaded.spec.datasets]
     datasets = sorted(loaded.spec.datasets, key=lambda d: order.index(d.name))
-    copies = [migrate_dataset_task.submit(loaded, d.name, root) for d in datasets]
-    checks = [validate_target_task.submit(loaded, d.name, root, run_dir, wait_for=[c])
+    copies = [migrate_dataset.submit(loaded, d.name, root) for d in datasets]
+    checks = [validate_target.submit(loaded, d.name, root, run_dir, wait_for=[c])
               for d, c in zip(datasets, copies, strict=True) if not is_s3(d.location)]
     summaries = [c.result() for c in copies]
     copy_gates = [c.result() for c in checks]
 
     # 6. The model, fine-tuned on the verified cloud copy of its target data, compared with the model
     #    as it is and with one trained from scratch, registered; it trains while the Data Docs upload.
-    adapted = adapt_model_task.submit(loaded, adapting, root, run_dir) if loaded.spec.model else None
+    adapted = adapt_model.submit(loaded, adapting, root, run_dir) if loaded.spec.model else None
 
     # 7. The gates' Data Docs next to the data; the report, in the run's folder and as an artifact.
-    docs_uri = publish_data_docs_task(loaded, root, run_dir, run_name)
+    docs_uri = publish_data_docs(loaded, root, run_dir, run_name)
     adaptation = adapted.result() if adapted else None
 
     # 8. Integration: the candidate and the on-prem model served side by side with the same API; it
     #    is promoted, and the cutover bundle written, only when it keeps the on-prem answers, does
     #    better on the cloud's data and meets the latency SLO. A failed check fails the run here.
-    integration = (integrate_task(loaded, adaptation.version, integrating, root, run_dir)
+    integration = (integrate(loaded, adaptation.version, integrating, root, run_dir)
                    if adaptation and adaptation.registry_uri else None)
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
@@ -104,4 +113,4 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
                 *([adapt_stage(adaptation, run_dir)] if adaptation else []),
                 *([integrate_stage(integration, run_dir)] if integration else [])),
     )
-    return write_run_report(report, run_dir)
+    return report_task(report, run_dir)

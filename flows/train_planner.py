@@ -13,6 +13,8 @@ from prefect.artifacts import create_markdown_artifact
 
 from lepton_core.spec.params import PlannerTraining
 from lepton_core.state import planner_dir
+from flows._run import failure_summary
+from tasks.policies import gpu_slot
 
 
 @task(name="train-planner-policy")
@@ -21,8 +23,9 @@ def train_policy_task(options: PlannerTraining, out_dir: str) -> dict:
 
     cfg = planner_config(total_timesteps=options.total_timesteps, num_envs=options.num_envs, num_steps=options.num_steps,
                          learning_rate=options.learning_rate, seed=options.seed, device=options.device)
-    trained = train_planner(out_dir, cfg, max_workloads=options.max_workloads, min_workloads=options.min_workloads,
-                            resume=not options.fresh)
+    with gpu_slot():
+        trained = train_planner(out_dir, cfg, max_workloads=options.max_workloads, min_workloads=options.min_workloads,
+                                resume=not options.fresh)
     get_run_logger().info("planner trained to %d steps; last mean episode cost $%.2f; policy %s",
                           trained.global_step, trained.final_cost, trained.policy)
     create_markdown_artifact(key="planner-training", description="PPO migration planner training", markdown=(
@@ -32,7 +35,8 @@ def train_policy_task(options: PlannerTraining, out_dir: str) -> dict:
             "curve": str(trained.curve)}
 
 
-@flow(name="train-planner", description="Train the PPO migration planner on the cloud-migration simulator.")
+@flow(name="train-planner", description="Train the PPO migration planner on the cloud-migration simulator.",
+      on_failure=[failure_summary])
 def train_planner_flow(training: PlannerTraining = PlannerTraining()) -> dict:
     """Train (or go on training) the planner policy; returns its path, steps and last episode cost.
 

@@ -8,23 +8,23 @@ side the datasets' profiles are saved and the drift report is made as well.
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Literal
 
 from prefect import flow
-from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from lepton_core.spec import is_s3
 from lepton_core.spec.params import SpecRef, TargetOverrides
-from lepton_core.state import runs_dir, state_dir
+from lepton_core.state import state_dir
 from lepton_core.validation.drift import comparisons
+from flows._run import failure_summary, fan_out_runner, run_folder
+from tasks.results import persisted, result_storage
 from tasks.spec import check_spec, prepare_demo
+from tasks.store import reach_object_store
 from tasks.validation import drift_task, publish_data_docs_task, validate_source_task, validate_target_task
 
 
 @flow(name="validate", description="Run a validation gate on every dataset of a spec (nightly on the cloud copy).",
-      task_runner=ThreadPoolTaskRunner(max_workers=2))
+      task_runner=fan_out_runner(), on_failure=[failure_summary])
 def validate(spec: SpecRef = SpecRef(), side: Literal["source", "target"] = "target") -> list[str]:
     """Check each local dataset (``source``) or its cloud copy (``target``); one line per dataset.
 
@@ -33,14 +33,16 @@ def validate(spec: SpecRef = SpecRef(), side: Literal["source", "target"] = "tar
         side: source checks the data where it is now; target checks its copy in the object store.
     """
     root = str(state_dir())
-    run_name = f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-{flow_run.get_name() or 'local'}-validate-{side}"
-    run_dir = str(runs_dir() / run_name)
+    run_name, _, folder = run_folder(f"-validate-{side}")  # the same on a Retry of this flow run
+    run_dir = str(folder)
     loaded = check_spec(spec.path or prepare_demo(root), TargetOverrides())
     names = [d.name for d in loaded.spec.datasets if not is_s3(d.location)]
     if side == "source":
         gates = [validate_source_task.submit(loaded, name, run_dir) for name in names]
-    else:
-        gates = [validate_target_task.submit(loaded, name, root, run_dir) for name in names]
+    else:  # the copy's gates keep their results in its store: a Retry re-checks only what failed
+        reach_object_store(loaded.spec.target, root, loaded.spec.name)
+        storage = result_storage(loaded.spec.target)
+        gates = [persisted(validate_target_task, storage).submit(loaded, name, root, run_dir) for name in names]
     for gate in gates:
         gate.wait()  # every gate runs and publishes its artifact before the first failure is raised
     passed = [gate.result() for gate in gates if gate.state.is_completed()]

@@ -10,7 +10,7 @@ from prefect.runtime import flow_run
 
 from lepton_core.spec import LoadedSpec
 from lepton_core.spec.params import AdaptOptions
-from tasks.policies import JITTER, TRANSIENT_DELAYS, TRANSIENT_RETRIES, retry_if_transient
+from tasks.policies import JITTER, TRANSIENT_DELAYS, TRANSIENT_RETRIES, gpu_slot, retry_if_transient
 
 
 @task(name="adapt-model", retries=TRANSIENT_RETRIES, retry_delay_seconds=TRANSIENT_DELAYS, retry_jitter_factor=JITTER,
@@ -20,7 +20,8 @@ def adapt_model_task(loaded: LoadedSpec, options: AdaptOptions, state_root: str,
     from lepton_core.transfer.adapt import adapt_model
 
     logger = get_run_logger()
-    result = adapt_model(loaded, options, state_root, run_dir, flow_run_id=flow_run.get_id(), say=logger.info)
+    with gpu_slot():
+        result = adapt_model(loaded, options, state_root, run_dir, flow_run_id=flow_run.get_id(), say=logger.info)
     logger.info(result.summary())
     where = f"\n\nRegistered: `{result.registry_uri}` (version `{result.version}`)" if result.registry_uri else ""
     create_markdown_artifact(key="model-adaptation", description=f"Adaptation of {result.model}", markdown=(
