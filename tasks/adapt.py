@@ -5,7 +5,7 @@ folder, so a retried task (or a re-run flow) goes on from the last epoch instead
 from __future__ import annotations
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from lepton_core.spec import LoadedSpec
@@ -26,4 +26,8 @@ def adapt_model_task(loaded: LoadedSpec, options: AdaptOptions, state_root: str,
     where = f"\n\nRegistered: `{result.registry_uri}` (version `{result.version}`)" if result.registry_uri else ""
     create_markdown_artifact(key="model-adaptation", description=f"Adaptation of {result.model}", markdown=(
         f"# Adapting {result.model}\n\n{result.summary()}\n\n{result.table}{where}\n"))
+    create_table_artifact(key="model-metrics", description=f"{result.model}: the models on each test split", table=[
+        {"model": name, "test split": split, "accuracy": round(m.accuracy, 4), "macro_f1": round(m.macro_f1, 4),
+         "calibration_error": round(m.calibration_error, 4), "images": m.images}
+        for split, table in (("target", result.metrics), ("source", result.on_source)) for name, m in table.items()])
     return result

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lepton_core.fsutil import atomic_write_bytes, atomic_write_text
 from lepton_core.sim.plan import Plan, cheapest, compare, comparison_lines, plan_lines
@@ -43,7 +43,19 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
     get_run_logger().info("plan: %s, $%.2f over %d h", best.method, best.outcome.total_cost, scenario.horizon)
     create_markdown_artifact(key="migration-plan", markdown="```\n" + "\n".join(text) + "\n```\n",
                              description=f"Migration plan for {loaded.spec.name}")
+    create_table_artifact(key="migration-plans", table=plan_table(plans), description=f"Every plan for {loaded.spec.name}, cheapest first")
     return plans
+
+
+def plan_table(plans: list[Plan]) -> list[dict]:
+    """One row per plan, cheapest first: its cost, cost breakdown, finish and downtime."""
+    rows = []
+    for plan in sorted(plans, key=lambda p: p.outcome.total_cost):
+        o = plan.outcome
+        rows.append({"method": plan.method, "total_cost": round(o.total_cost, 2), "finish_hour": o.finish_hour,
+                     "downtime_minutes": round(o.downtime_minutes, 1), "steps": len(plan.steps),
+                     **{k: round(v, 2) for k, v in o.breakdown.items()}})
+    return rows
 
 
 def plan_record(plan: Plan) -> dict:

@@ -10,6 +10,7 @@ with every task that had finished coming back Cached, and nothing sent or regist
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -134,8 +135,12 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
         assert second["check-spec"] == ["Completed", "Completed"]  # the cheap, always-run tasks ran again
         artifacts = [a for a in client.read_artifacts() if a.flow_run_id == run.id]
         gates = [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
-        assert sorted(a.key for a in artifacts if a.key) == sorted(["migration-report", "migration-plan", "drift-digits-cloud",
-                                                                    "model-adaptation", "parity", "failure-summary", *gates])
+        assert sorted(a.key for a in artifacts if a.key) == sorted(["migration-report", "migration-plan", "migration-plans", "drift-digits-cloud",
+                                                                    "model-adaptation", "model-metrics", "parity", "failure-summary", *gates])
+        tables = {a.key: json.loads(a.data) for a in artifacts if a.type == "table"}
+        costs = [row["total_cost"] for row in tables["migration-plans"]]
+        assert costs == sorted(costs) and {"lift-shift", "waves", "greedy", "exact"} <= {row["method"] for row in tables["migration-plans"]}
+        assert {(r["model"], r["test split"]) for r in tables["model-metrics"]} >= {("adapted", "target"), ("on-prem (unadapted)", "target")}
         progress = [a.description for a in artifacts if a.type == "progress"]
         assert len(progress) == 3 and all(d.startswith("Copying ") for d in progress)  # one per dataset copy, made once
 

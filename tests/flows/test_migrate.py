@@ -81,6 +81,8 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
     assert [p["method"] for p in plans] == ["lift-shift", "waves", "greedy", "exact"]
     assert plans[-1]["total_cost"] <= min(p["total_cost"] for p in plans[:-1])
     assert len(plans[-1]["schedule"]) == 12 and any(a.key == "migration-plan" for a in artifacts)
+    table = json.loads(next(a.data for a in artifacts if a.key == "migration-plans"))
+    assert [row["total_cost"] for row in table] == sorted(row["total_cost"] for row in table) and len(table) == len(plans)
     order = re.search(r"\| data moved in \| the plan's order: ([\w, -]+) \|", text).group(1).split(", ")
     assert sorted(order) == ["digits-cloud", "digits-onprem", "request-log"]
     drift = next(a for a in artifacts if a.key == "drift-digits-cloud")
