@@ -19,8 +19,6 @@ import collections
 import json
 import os
 import platform
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,23 +26,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from lepton_core.procs import free_port, stop_group
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def main() -> None:
@@ -109,7 +93,7 @@ def main() -> None:
         counts = collections.Counter(s.name if s else "none" for s in states)
     finally:
         for p in reversed(procs):
-            stop(p)
+            stop_group(p)
         for log in logs:
             log.close()
     completed = counts.get("Completed", 0)

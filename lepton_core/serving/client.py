@@ -7,7 +7,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from lepton_core.errors import LeptonError
+from lepton_core.procs import free_port
 from lepton_core.serving.protocol import PREDICT_PATH
 
 
@@ -79,12 +79,6 @@ class ModelClient:
                 reason = response.text[:200]
             raise ServerError(f"{self.base_url}{response.request.url.path}: HTTP {response.status_code}: {reason}")
         return response.json()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 class ServerProcess:

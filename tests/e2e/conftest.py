@@ -4,8 +4,6 @@ real `prefect server start` on a free 127.0.0.1 port with its own PREFECT_HOME."
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lepton_core.procs import free_port, stop_group
 from lepton_core.store import EmbeddedStore
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -36,17 +29,6 @@ def user_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield env
     finally:
         EmbeddedStore(tmp_path / "home" / "store").down()
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """Stop a process started in its own session, and everything it started."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 @pytest.fixture
