@@ -229,18 +229,23 @@ class ScenarioBatch:
     keys: np.ndarray  # (R,) uint64
     catalogue: object
 
+    def links(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's link: nominal Gbit/s, share of it achieved, port $ per hour (1 Gbit/s at 75%
+        for $0.30 when the catalogue has no link)."""
+        table = np.array([[lk.gbps, lk.efficiency, lk.price_per_hour] for lk in self.catalogue.links] or [[1.0, 0.75, 0.3]])
+        return tuple(table[self.link].T)
+
     def scenario(self, r: int) -> Scenario:
         cat, n = self.catalogue, int(self.n[r])
         vcpu, mem, gpus, _ = _instance_arrays(cat)
-        link = cat.links[int(self.link[r])] if cat.links else None
+        gbps, efficiency, port = (float(x[r]) for x in self.links())
         return Scenario(
             names=tuple(f"w{i:02d}" for i in range(n)), cpu=self.cpu[r, :n].copy(), memory_gb=self.memory_gb[r, :n].copy(),
             gpu=self.gpu[r, :n].copy(), data_gb=self.data_gb[r, :n].copy(), traffic_rps=self.traffic_rps[r, :n].copy(),
             onprem_cost=self.onprem_cost[r, :n].copy(), depends=self.depends[r, :n, :n].copy(),
             instance_names=cat.instance_names, instance_vcpu=vcpu, instance_memory_gb=mem, instance_gpu=gpus,
             instance_price=self.instance_price[r].copy(),
-            link_gbps=link.gbps if link else 1.0, link_efficiency=link.efficiency if link else 0.75,
-            link_price=link.price_per_hour if link else 0.3, bandwidth_factor=bandwidth_rows(self.bandwidth_offset[r:r + 1], self.horizon)[0, :-1],
+            link_gbps=gbps, link_efficiency=efficiency, link_price=port, bandwidth_factor=bandwidth_rows(self.bandwidth_offset[r:r + 1], self.horizon)[0, :-1],
             transfer_per_gb=cat.transfer_in_per_gb, horizon=self.horizon, seed=int(self.keys[r] >> np.uint64(33)),
             pinned=np.full(n, -1, dtype=np.int64),
         )

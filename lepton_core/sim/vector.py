@@ -142,12 +142,11 @@ class VectorCloudMigrationEnv(VectorEnv):
         """Generate and prepare the next scenario of copies ``idx`` into the bank."""
         b = generate_batch(next_keys(self.states, idx), self.min_workloads, self.max_workloads, horizon=self.horizon,
                            catalogue=self.catalogue)
-        links = self.catalogue.links
+        gbps, efficiency, port = b.links()
         d = _DEFAULTS
         self._prepare(self.bank, idx, b.cpu, b.memory_gb, b.gpu, b.data_gb, b.traffic_rps, b.onprem_cost, b.depends,
                       b.fits, b.cheapest, b.instance_price, {
-                          "n": b.n, "nominal_gb": np.array([lk.gbps * lk.efficiency for lk in links] or [0.75])[b.link] * GB_PER_HOUR_PER_GBPS,
-                          "link_price": np.array([lk.price_per_hour for lk in links] or [0.3])[b.link],
+                          "n": b.n, "nominal_gb": gbps * efficiency * GB_PER_HOUR_PER_GBPS, "link_price": port,
                           "per_gb": self.catalogue.transfer_in_per_gb, "cutover_hours": d["cutover_hours"].default,
                           "downtime_rate": d["downtime_minutes"].default * d["downtime_cost_per_krps_minute"].default,
                           "cross_rate": d["cross_site_cost_per_krps_hour"].default, "horizon": self.horizon,
