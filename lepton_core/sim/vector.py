@@ -272,16 +272,15 @@ class VectorCloudMigrationEnv(VectorEnv):
         onprem = (onprem_cost * ~in_cloud) @ ones
         cloud = (self.inst_price * (in_cloud | dual)) @ ones
         link = np.where(flows > 0, self._col("link_price"), 0.0)
-        zero = np.zeros(N)
-        downtime = zero
+        downtime = np.zeros(N)  # (each cost its own array: info["cost"] hands them out)
         if any_dual:
             first_hour = dual & (self.cutover_left == cutover_hours[:, None])
             downtime = self._col("downtime_rate") * ((traffic * first_hour) @ ones) / 1000
-        cross = zero
+        cross = np.zeros(N)
         if in_cloud.any():
             cross = self._col("cross_rate") * ((traffic * self._split(in_cloud)) @ ones) / 1000
 
-        transfer = zero
+        transfer = np.zeros(N)
         if flows.any():
             moved = water_fill_rows(self.remaining, transferring, self._link_now, flows)
             self.remaining -= moved
@@ -300,9 +299,8 @@ class VectorCloudMigrationEnv(VectorEnv):
         self._link_now = self._col("nominal_gb") * self.bandwidth[rows, self.hour]
         terminated = ~((self.phase < CLOUD) @ ones).astype(bool)
         truncated = ~terminated & (self.hour >= horizon)
-        after = zero
+        after = np.zeros(N)
         if terminated.any():
-            after = np.zeros(N)
             # the finishing step pays the cloud instances to the end of the horizon (instances do not change after a start)
             after[terminated] = (self.inst_price[terminated] @ ones) * np.maximum(0, horizon - self.hour)[terminated]
         hour_cost = onprem + cloud + link + downtime + cross + transfer + after
