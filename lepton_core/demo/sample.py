@@ -148,6 +148,6 @@ def demo_spec(services: list[dict[str, Any]], *, with_model: bool) -> dict[str, 
     spec["services"] = services
     spec["target"] = {"provider": "aws", "bucket": "lepton-demo", "prefix": "digits-demo", "region": "us-east-1",
                       "endpoint_url": "embedded", "encryption": "AES256", "catalogue": "aws-us-east-1"}
-    spec["slo"] = {"p95_latency_ms": 50, "max_downtime_minutes": 15, "min_agreement": 0.97}
+    spec["slo"] = {"p95_latency_ms": 150, "max_downtime_minutes": 15, "min_agreement": 0.97}
     spec["budget"] = {"migration_usd": 2500, "monthly_usd": 6000, "horizon_months": 12}
     return spec
