@@ -92,10 +92,11 @@ def run(
     endpoint_url: Annotated[Optional[str], typer.Option(help="Override the S3 endpoint ('embedded' or a URL).")] = None,
     plan_seconds: Annotated[float, typer.Option(min=0, max=3600, help="Seconds the exact planner may search (0: heuristics only).")] = 30.0,
     adapt_epochs: Annotated[int, typer.Option(min=1, max=10000, help="Epochs at most to adapt the model to the cloud's data.")] = 10,
+    optimize_trials: Annotated[int, typer.Option(min=0, max=500, help="Serving configurations to measure after integration (0: skip tuning).")] = 6,
 ) -> None:
     """Run the whole migration flow on a spec (the bundled demo when none is given)."""
     from lepton_core.spec import load_spec
-    from lepton_core.spec.params import AdaptOptions, PlanOptions, SpecRef, TargetOverrides
+    from lepton_core.spec.params import AdaptOptions, OptimizeOptions, PlanOptions, SpecRef, TargetOverrides
 
     overrides = TargetOverrides(bucket=bucket, prefix=prefix, endpoint_url=endpoint_url)
     if spec is not None:  # fail fast, before Prefect starts, on a bad spec or override
@@ -103,7 +104,8 @@ def run(
     from flows.migrate import migrate
 
     report = migrate(spec=SpecRef(path=str(spec.resolve()) if spec else None), target=overrides,
-                     planning=PlanOptions(exact_seconds=plan_seconds), adapting=AdaptOptions(max_epochs=adapt_epochs))
+                     planning=PlanOptions(exact_seconds=plan_seconds), adapting=AdaptOptions(max_epochs=adapt_epochs),
+                     optimizing=OptimizeOptions(enabled=optimize_trials > 0, trials=max(1, optimize_trials)))
     typer.echo(f"migration finished; report: {report}")
     from lepton_core.state import store_dir
     from lepton_core.store import EmbeddedStore
@@ -276,6 +278,18 @@ def migrate_data(
         typer.echo(summary.line())
 
 
+class Runtime(str, enum.Enum):
+    eager = "eager"
+    compile = "compile"
+    onnx = "onnx"
+
+
+class Precision(str, enum.Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
 class Strategy(str, enum.Enum):
     head = "head"
     full = "full"
@@ -372,20 +386,76 @@ def serve(
     max_batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Requests batched into one forward pass.")] = 8,
     batch_timeout: Annotated[float, typer.Option(min=0.0001, max=10, help="Seconds to wait to fill a batch (at 0 LitServe would busy-poll).")] = 0.005,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Model processes per device.")] = 1,
+    runtime: Annotated[Runtime, typer.Option(help="eager PyTorch, torch.compile, or ONNX Runtime.")] = Runtime.eager,
+    precision: Annotated[Precision, typer.Option(help="fp32; bf16 where the hardware has it; fp16 on a GPU.")] = Precision.fp32,
+    channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format for the convolutions.")] = False,
+    threads: Annotated[int, typer.Option(min=0, max=1024, help="Threads per worker (0: the library's default).")] = 0,
+    serving_config: Annotated[Optional[Path], typer.Option(help="A serving.json from `lepton optimize`: its configuration replaces the options above.")] = None,
 ) -> None:
     """Serve a model over HTTP: POST /predict, GET /health, GET /info (the same API on-prem and in the cloud)."""
+    import dataclasses
     import json
 
     path, name, version = _model_file(model, spec)
+    from lepton_core.errors import UsageError
+    from lepton_core.serving.runtime import unsupported
     from lepton_core.serving.server import ServeConfig
     from lepton_core.serving.server import main as serve_main
     from lepton_core.transfer.checkpoint import load_checkpoint
 
     load_checkpoint(path)  # a clear error now, not in a worker process
-    config = ServeConfig(max_batch_size=max_batch_size, batch_timeout=batch_timeout, workers=workers)
+    if serving_config is not None:
+        try:
+            chosen = json.loads(serving_config.read_text())["serving"]
+            known = {f.name for f in dataclasses.fields(ServeConfig)}
+            config = ServeConfig(**{k: v for k, v in chosen.items() if k in known})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--serving-config {serving_config}: not a lepton serving.json ({exc})") from None
+    else:
+        config = ServeConfig(max_batch_size=max_batch_size, batch_timeout=batch_timeout, workers=workers, threads=threads,
+                             runtime=runtime.value, precision=precision.value, channels_last=channels_last)
+    import torch
+
+    reason = unsupported(config.runtime, config.precision, config.channels_last, "cuda" if torch.cuda.is_available() else "cpu")
+    if reason:
+        raise UsageError(f"cannot serve {config.runtime} {config.precision} here: {reason}")
     typer.echo(f"serving {name} {version} on http://{host}:{port} (POST /predict, GET /health, GET /info); Ctrl-C stops")
     serve_main(["--checkpoint", str(path), "--host", host, "--port", str(port), "--name", name, "--version", version,
                 "--config", json.dumps(config.__dict__)])
+
+
+@app.command()
+@guarded
+def optimize(
+    model: Annotated[Optional[str], typer.Argument(help="A registered version (name or s3:// URI) or a checkpoint file; default: the version holding candidate.")] = None,
+    spec: Annotated[Optional[Path], typer.Option(help="The spec: its model, evaluation data, SLO and catalogue (the bundled demo when left out).")] = None,
+    trials: Annotated[int, typer.Option(min=1, max=500, help="Configurations to measure at most.")] = 12,
+    patience: Annotated[int, typer.Option(min=1, max=500, help="Stop when the best has not improved for this many trials.")] = 5,
+    minutes: Annotated[float, typer.Option(min=0, max=10080, help="Start no trial after this many minutes (0: no limit).")] = 0,
+    step_seconds: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds of load at each request rate.")] = 2.0,
+    tolerance: Annotated[float, typer.Option(min=0, max=100, help="Accuracy points a configuration may lose against fp32.")] = 0.5,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the search.")] = 0,
+    fresh: Annotated[bool, typer.Option(help="Start a new study instead of continuing this model's.")] = False,
+) -> None:
+    """Find the serving configuration that meets the spec's latency SLO at the least cost per
+    prediction (the optimize-serving flow), and write it into the version's cutover bundle."""
+    from lepton_core.errors import UsageError
+    from lepton_core.spec import load_spec
+    from lepton_core.spec.params import OptimizeOptions, SpecRef
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UsageError(f"--device {device}: one of auto, cpu, cuda")
+    if spec is not None:
+        load_spec(spec)  # fail fast, before Prefect starts
+    options = OptimizeOptions(trials=trials, patience=patience, time_budget_minutes=minutes, step_seconds=step_seconds,
+                              accuracy_tolerance=tolerance, device=device, seed=seed, fresh=fresh)
+    from flows.optimize import optimize_serving_flow
+
+    result = optimize_serving_flow(spec=SpecRef(path=str(spec.resolve()) if spec else None), model=model, optimizing=options)
+    typer.echo(result["summary"])
+    if result["bundle_uri"]:
+        typer.echo(f"cutover bundle updated: {result['bundle_uri']}")
 
 
 registry_app = typer.Typer(no_args_is_help=True, help="The model registry under the spec's target.")

@@ -4,8 +4,8 @@ Stages so far: check the spec, reach the object store, validate the source data 
 drift reported), plan the order of the services' move in the simulator, migrate the data and
 validate each cloud copy, adapt the model to the cloud copy of its target data (and register it),
 publish the Data Docs next to the data, check the adapted model against the on-prem one served side
-by side (parity) and write the cutover bundle, write the run report. Serving optimisation slots in
-before the report.
+by side (parity) and write the cutover bundle, tune how it is served (the latency SLO at the least
+cost; the choice goes into the cutover bundle), write the run report.
 
 Every task after the store keeps its result in the object store (``tasks/results.py``), so Retry
 on a failed run brings the finished tasks back Cached and goes on at the failed one; a failed run
@@ -19,10 +19,10 @@ import datetime as dt
 from prefect import flow
 
 from lepton_core.report import RunReport
-from lepton_core.report.stages import (adapt_stage, data_stage, drift_stage, integrate_stage, plan_stage, spec_stage,
-                                       store_stage, validation_stage)
+from lepton_core.report.stages import (adapt_stage, data_stage, drift_stage, integrate_stage, plan_stage, serving_stage,
+                                       spec_stage, store_stage, validation_stage)
 from lepton_core.spec import is_s3
-from lepton_core.spec.params import AdaptOptions, IntegrateOptions, PlanOptions, SpecRef, TargetOverrides
+from lepton_core.spec.params import AdaptOptions, IntegrateOptions, OptimizeOptions, PlanOptions, SpecRef, TargetOverrides
 from lepton_core.state import state_dir
 from lepton_core.sim.plan import cheapest, dataset_order
 from lepton_core.validation.drift import comparisons
@@ -31,6 +31,7 @@ from tasks.data import migrate_dataset_task
 from tasks.integrate import integrate_task
 from tasks.plan import plan_migration_task
 from flows._run import failure_summary, fan_out_runner, run_folder
+from flows.optimize import optimize_stage
 from tasks.report import write_run_report
 from tasks.results import persisted, result_storage
 from tasks.spec import check_spec, prepare_demo
@@ -44,7 +45,7 @@ from tasks.validation import drift_task, publish_data_docs_task, validate_source
       task_runner=fan_out_runner(), on_failure=[failure_summary])
 def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides(),
             planning: PlanOptions = PlanOptions(), adapting: AdaptOptions = AdaptOptions(),
-            integrating: IntegrateOptions = IntegrateOptions()) -> str:
+            integrating: IntegrateOptions = IntegrateOptions(), optimizing: OptimizeOptions = OptimizeOptions()) -> str:
     """Run the migration described by ``spec``; returns the path of the run report.
 
     Args:
@@ -53,6 +54,7 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
         planning: how the order of the services' move is planned.
         adapting: how the model is adapted to the cloud's data.
         integrating: how the adapted model is checked against the on-prem one before cutover.
+        optimizing: how its serving is tuned after integration (set enabled off to skip it).
     """
     run_name, started, folder = run_folder()  # the same on a Retry of this flow run
     root, run_dir = str(state_dir()), str(folder)
@@ -104,6 +106,12 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
     #    better on the cloud's data and meets the latency SLO. A failed check fails the run here.
     integration = (integrate(loaded, adaptation.version, integrating, root, run_dir)
                    if adaptation and adaptation.registry_uri else None)
+
+    # 9. Serving: a seeded search over runtimes, precisions, batching, threads and workers, each
+    #    configuration measured against the real server under open-loop load; the one that meets
+    #    the SLO at the least cost per prediction goes into the cutover bundle.
+    serving = (optimize_stage(loaded, integration.candidate, optimizing, root, run_dir, storage)
+               if integration and optimizing.enabled else None)
     report = RunReport(
         run_name=run_name, spec_name=loaded.spec.name, spec_path=str(loaded.path), spec_sha256=loaded.sha256,
         started_at=started, finished_at=dt.datetime.now(dt.timezone.utc),
@@ -111,6 +119,7 @@ def migrate(spec: SpecRef = SpecRef(), target: TargetOverrides = TargetOverrides
                 *([plan_stage(plans, run_dir, order)] if plans else []), store_stage(info),
                 data_stage(summaries), validation_stage(copy_gates, "target", run_dir, docs_uri),
                 *([adapt_stage(adaptation, run_dir)] if adaptation else []),
-                *([integrate_stage(integration, run_dir)] if integration else [])),
+                *([integrate_stage(integration, run_dir)] if integration else []),
+                *([serving_stage(serving, run_dir)] if serving else [])),
     )
     return report_task(report, run_dir)

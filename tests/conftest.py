@@ -87,3 +87,14 @@ def store(embedded, request: pytest.FixtureRequest):
     s.ensure_bucket(bucket)
     s.bucket = bucket  # type: ignore[attr-defined]
     return s
+
+
+def onprem_evaluation(demo_full: Path, domain: str, images: int = 40):
+    """The demo's on-prem checkpoint, a fixed evaluation set of ``domain``'s test images and its
+    eager fp32 reference (for the serving-optimisation tests)."""
+    from lepton_core.optimize.harness import eval_set_from_folder, reference
+    from lepton_core.transfer.checkpoint import load_checkpoint
+
+    onprem = demo_full.parent / "models" / "onprem-resnet18.pt"
+    evalset = eval_set_from_folder(demo_full.parent / "data" / domain, tuple(load_checkpoint(onprem)[1].classes), images)
+    return onprem, evalset, reference(onprem, evalset)

@@ -1,5 +1,5 @@
 """Report sections for the stages that exist so far: spec, source and target validation gates,
-drift, plan, object store, data migration and model adaptation."""
+drift, plan, object store, data migration, model adaptation, integration and serving."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from lepton_core.validation.drift import DriftReport
 from lepton_core.validation.gate import GateResult
 
 if TYPE_CHECKING:
+    from lepton_core.optimize.run import OptimizationResult
     from lepton_core.serving.integrate import IntegrationResult
     from lepton_core.transfer.adapt import AdaptResult
 
@@ -147,3 +148,27 @@ def integrate_stage(result: IntegrationResult, run_dir: str) -> StageResult:
             ("promoted", f"{result.candidate} to {result.promoted.stage} (production: {result.onprem})"),
             ("cutover bundle", f"{_relative(str(result.bundle), run_dir)}, uploaded to {result.bundle_uri}")]
     return StageResult(stage="integration", status="ok", summary=result.summary(), details=tuple(rows))
+
+
+def serving_stage(result: OptimizationResult, run_dir: str) -> StageResult:
+    """The serving configuration the optimisation loop chose, against the baseline, with its chart."""
+    from lepton_core.optimize.space import Candidate
+
+    m, p = result.chosen["measurement"], result.chosen["placement"]
+    rows = [("chosen", Candidate(**m["candidate"]).label()),
+            ("at the SLO", f"{m['rate_rps']:g} requests/s per server at p95 {m['latency_ms']['p95']:.1f} ms "
+                           f"(SLO {result.slo_p95_ms:g} ms) on {m['cores']} core(s), {result.device}"),
+            ("cost", f"${p['usd_per_million']:.4f} per million predictions on {p['replicas']} x {p['instance']} "
+                     f"(${p['price_per_hour']:g}/h)"),
+            ("accuracy change", f"{m['accuracy_delta']:+.2f} points against eager fp32")]
+    if result.baseline and result.baseline["placement"]:
+        b, bp = result.baseline["measurement"], result.baseline["placement"]
+        rows.append(("baseline", f"eager fp32, batch 1: {b['rate_rps']:g} requests/s at p95 {b['latency_ms']['p95']:.1f} ms, "
+                                 f"${bp['usd_per_million']:.4f} per million"))
+        rows.append(("gain", f"{result.speedup_vs_baseline:.2f}x throughput per core, {result.cost_ratio:.2f}x cheaper"))
+    rows += [("trials", f"{result.trials} ({result.skipped} skipped, {result.rejected} rejected); {result.stopped}"),
+             ("trials table", _relative(str(Path(result.out_dir) / "trials.md"), run_dir))]
+    if result.bundle_uri:
+        rows.append(("cutover bundle", f"serving configuration written to {result.bundle_uri}"))
+    return StageResult(stage="serving", status="ok", summary=result.summary(), details=tuple(rows),
+                       images=(("Serving configurations: cost against p95 latency", _relative(result.chart, run_dir)),))

@@ -13,12 +13,15 @@ import base64
 import io
 import json
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 
 import litserve as ls
 import torch
 
 from lepton_core.serving.protocol import PREDICT_PATH, CheckRequests
+
+SETUP_MARK = "lepton-setup"
 
 
 @dataclass(frozen=True)
@@ -30,8 +33,24 @@ class ServeConfig:
     workers: int = 1  # model processes per device
     max_images: int = 64  # images per request
     max_bytes: int = 8 * 1024 * 1024  # request body
-    threads: int = 0  # torch threads per worker (0: torch's default)
+    threads: int = 0  # torch (or ONNX Runtime) threads per worker (0: the library's default)
+    runtime: str = "eager"  # eager, compile (torch.compile) or onnx (ONNX Runtime); see serving.runtime
+    precision: str = "fp32"  # fp32, bf16 or fp16 (GPU)
+    channels_last: bool = False  # NHWC memory format for the convolutions
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from lepton_core.serving.runtime import PRECISIONS, RUNTIMES
+
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"serving runtime {self.runtime!r}: one of {', '.join(RUNTIMES)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"serving precision {self.precision!r}: one of {', '.join(PRECISIONS)}")
+        for name in ("max_batch_size", "workers", "max_images", "max_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"serving {name} is {getattr(self, name)}; at least 1")
+        if self.threads < 0 or self.batch_timeout <= 0:
+            raise ValueError("serving threads must be >= 0 and batch_timeout > 0")
 
 
 class ClassifierAPI(ls.LitAPI):
@@ -43,16 +62,24 @@ class ClassifierAPI(ls.LitAPI):
         self.checkpoint, self.config = checkpoint, config
 
     def setup(self, device: str) -> None:
+        from lepton_core.serving.runtime import build_runner
         from lepton_core.transfer.backbones import build_model
         from lepton_core.transfer.checkpoint import load_checkpoint
 
+        t0 = time.perf_counter()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         state, meta = load_checkpoint(self.checkpoint)
         net = build_model(meta.architecture, len(meta.classes), meta.input_size)
         net.load_state_dict(state)
-        self.net = net.eval().to(device)
-        self.meta, self.device_name = meta, device
+        c = self.config
+        self.run, warm = build_runner(net, runtime=c.runtime, precision=c.precision, channels_last=c.channels_last,
+                                      device=device, input_size=meta.input_size, max_batch_size=c.max_batch_size,
+                                      threads=c.threads)
+        self.meta = meta
+        # One line the optimisation harness reads from the server's log: set-up and warm-up (compile) time.
+        print(f"{SETUP_MARK} " + json.dumps({"device": device, "setup_s": round(time.perf_counter() - t0, 3),
+                                             "warm_up_s": round(warm, 3)}), flush=True)
 
     def decode_request(self, request: dict) -> torch.Tensor:  # already checked by CheckRequests
         from PIL import Image
@@ -67,8 +94,7 @@ class ClassifierAPI(ls.LitAPI):
     def predict(self, x):
         batched = isinstance(x, tuple)
         images, sizes = x if batched else (x, [len(x)])
-        with torch.inference_mode():
-            probs = torch.softmax(self.net(images.to(self.device_name)).float(), dim=1).cpu()
+        probs = self.run(images)
         return (probs, sizes) if batched else probs
 
     def unbatch(self, output) -> list[torch.Tensor]:

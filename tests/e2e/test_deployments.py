@@ -86,7 +86,10 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
     with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         deployments = {d.name: d for d in client.read_deployments()}
         assert {n: d.work_pool_name for n, d in deployments.items()} == {
-            "migrate": "cpu", "validate-nightly": "cpu", "adapt-model": "gpu", "train-planner": "gpu"}
+            "migrate": "cpu", "validate-nightly": "cpu", "adapt-model": "gpu", "train-planner": "gpu",
+            "optimize-serving-weekly": "cpu"}
+        weekly = deployments["optimize-serving-weekly"]
+        assert [s.schedule.cron for s in weekly.schedules] == ["0 3 * * 1"] and weekly.schedules[0].active
         nightly = deployments["validate-nightly"]
         assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"] and nightly.parameters == {"side": "target"}
         assert deployments["adapt-model"].job_variables["env"]["LEPTON_GPU_LIMIT"] == "gpu"
@@ -99,7 +102,8 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
             checkpoint.write_bytes(b"not a checkpoint")  # the on-prem model is broken: adaptation fails, not before
             run = client.create_flow_run_from_deployment(deployments["migrate"].id, parameters={
                 "spec": {"path": str(spec)}, "target": {"prefix": PREFIX}, "planning": {"exact_seconds": 2},
-                "adapting": {"max_epochs": 1, "compare_scratch": False}})
+                "adapting": {"max_epochs": 1, "compare_scratch": False},
+                "optimizing": {"enabled": False}})  # serving optimisation: tests/flows/test_optimize.py
             failed = wait_for(client, run.id, {"FAILED", "CRASHED", "COMPLETED"}, 900)
             assert failed.state.type.value == "FAILED", (tmp_path / "worker.log").read_text()[-3000:]
             first = latest_states(client, run.id)

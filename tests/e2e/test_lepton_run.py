@@ -15,7 +15,7 @@ def report_of(proc: subprocess.CompletedProcess) -> Path:
 
 
 def test_run_with_an_ephemeral_prefect(demo_relaxed: Path, user_env: dict[str, str]) -> None:
-    proc = lepton(["run", str(demo_relaxed), "--plan-seconds", "2", "--adapt-epochs", "1"], user_env)
+    proc = lepton(["run", str(demo_relaxed), "--plan-seconds", "2", "--adapt-epochs", "1", "--optimize-trials", "0"], user_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = report_of(proc)
     assert report.is_file() and "- status: **ok**" in report.read_text()

@@ -14,9 +14,11 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from flows.migrate import migrate
 from lepton_core.errors import is_transient
 from lepton_core.spec import SpecError, TargetSpec
-from lepton_core.spec.params import AdaptOptions, PlanOptions, SpecRef, TargetOverrides
+from lepton_core.spec.params import AdaptOptions, OptimizeOptions, PlanOptions, SpecRef, TargetOverrides
 
 QUICK_ADAPT = AdaptOptions(max_epochs=1, compare_scratch=False)  # adaptation itself is tested in tests/flows/test_adapt.py
+# the baseline alone, briefly: the search is tested in tests/unit/test_optimize.py and tests/flows/test_optimize.py
+QUICK_OPTIMIZE = OptimizeOptions(trials=1, step_seconds=1.0, max_steps=3, eval_images=20)
 from lepton_core.state import store_dir
 from lepton_core.store import EmbeddedStore, ObjectStore, StoreAuthError, StoreError
 from lepton_core.store.target import PROBE_KEY, TargetInfo
@@ -31,7 +33,7 @@ def task_runs(flow_run_id) -> dict[str, object]:
 
 def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow_home: Path) -> None:
     state = migrate(spec=SpecRef(path=str(demo_relaxed)), target=TargetOverrides(prefix="flow-test"),
-                    planning=PlanOptions(exact_seconds=5), adapting=QUICK_ADAPT, return_state=True)
+                    planning=PlanOptions(exact_seconds=5), adapting=QUICK_ADAPT, optimizing=QUICK_OPTIMIZE, return_state=True)
     assert state.is_completed(), state.message
     report = Path(state.result())
     assert report.parent.parent == flow_home / "runs"
@@ -61,7 +63,8 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
                                            "validate-source-digits-cloud", "validate-source-request-log",
                                            "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log",
                                            "drift-digits-cloud-vs-digits-onprem", "publish-data-docs", "plan-migration",
-                                           "adapt-model", "integrate"}
+                                           "adapt-model", "integrate", "prepare-optimization", "measure-eager-fp32",
+                                           "finish-optimization"}
     # profiles and Data Docs are in the run's folder; the Data Docs also next to the data; drift is reported
     run = report.parent
     assert sorted(p.name for p in (run / "profiles").iterdir()) == ["digits-cloud.json", "digits-onprem.json", "request-log.json"]
@@ -94,7 +97,7 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
 
     assert len(read_manifest(store, "lepton-demo", "flow-test/datasets/digits-cloud").objects) == 1797
     again = migrate(spec=SpecRef(path=str(demo_relaxed)), target=TargetOverrides(prefix="flow-test"),
-                    planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT, return_state=True)
+                    planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT, optimizing=QUICK_OPTIMIZE, return_state=True)
     again_text = Path(again.result()).read_text()
     assert "(0 sent this run)" in again_text
     # the model: adapted on the cloud copy, registered; the second run reused the finished training
@@ -111,6 +114,17 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
               for s in ("candidate", "production")}
     assert stages["candidate"] == version and stages["production"].startswith("onprem-")
     assert (run / "integrate" / "cutover" / "cutover.json").is_file() and any(a.key == "parity" for a in artifacts)
+    # serving: the baseline measured under load, priced on the catalogue, written into the cutover bundle
+    assert re.search(rf"\| serving \| ok \| digits-classifier {version}: eager, fp32, batch 1, .* req/s at p95 [\d.]+ ms", text)
+    assert "![Serving configurations: cost against p95 latency](optimize/pareto.png)" in text
+    bundle = f"flow-test/cutover/digits-classifier/{version}"
+    cutover = json.loads(store.get_bytes("lepton-demo", f"{bundle}/cutover.json"))
+    serving = json.loads(store.get_bytes("lepton-demo", f"{bundle}/serving.json"))
+    assert cutover["endpoint"]["serving"] == serving["serving"] and serving["serving"]["runtime"] == "eager"
+    assert cutover["optimisation"]["placement"]["instance"] in {"m5.large", "c5.large", "c5.xlarge", "c5.2xlarge", "c5.4xlarge",
+                                                                "m5.xlarge", "m5.2xlarge", "m5.4xlarge", "r5.large", "r5.xlarge", "r5.2xlarge"}
+    assert "--runtime eager" in cutover["steps"][0] and f"/versions/{version}/" in cutover["steps"][0]
+    assert {"serving-trials", "serving-pareto", "serving-choice"} <= {a.key for a in artifacts}
 
 
 def test_bad_spec_fails_the_run_without_retrying(demo_data: Path, flow_home: Path) -> None:

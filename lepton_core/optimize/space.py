@@ -1,0 +1,120 @@
+"""The serving configurations the optimisation loop searches, and what each costs on the
+catalogue's instances.
+
+A configuration is what ``ServeConfig`` tunes: runtime (eager, torch.compile, ONNX Runtime),
+precision, memory format, LitServe's batch size and batching timeout, threads per worker and
+workers. The instance type is the last choice of the space, and it is made exactly rather than
+sampled: once a configuration's throughput at the SLO is measured, every instance of the
+catalogue is priced for it (as many replicas of the measured server as the instance's vCPUs, or
+GPUs, hold, and as its memory holds) and the cheapest is taken.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+from lepton_core.serving.runtime import PRECISIONS, RUNTIMES, device_kind
+
+BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+BATCH_TIMEOUTS_MS = (1, 5, 20)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One serving configuration (the fields of ``ServeConfig`` the loop tunes)."""
+
+    runtime: str = "eager"
+    precision: str = "fp32"
+    channels_last: bool = False
+    max_batch_size: int = 1
+    batch_timeout_ms: int = 5
+    threads: int = 0
+    workers: int = 1
+
+    def serve_config(self):
+        from lepton_core.serving.server import ServeConfig
+
+        return ServeConfig(max_batch_size=self.max_batch_size, batch_timeout=self.batch_timeout_ms / 1000,
+                           workers=self.workers, threads=self.threads, runtime=self.runtime,
+                           precision=self.precision, channels_last=self.channels_last)
+
+    def cores(self, machine_cores: int) -> int:
+        """CPU cores it occupies: threads per worker (all of the machine's when 0) times workers, at
+        most the machine's."""
+        per_worker = self.threads or machine_cores
+        return max(1, min(machine_cores, per_worker * self.workers))
+
+    def label(self) -> str:
+        parts = [self.runtime, self.precision] + (["channels_last"] if self.channels_last else [])
+        parts += [f"batch {self.max_batch_size}"] + ([f"wait {self.batch_timeout_ms} ms"] if self.max_batch_size > 1 else [])
+        parts += [f"{self.threads or 'all'} threads", f"{self.workers} worker{'s' if self.workers > 1 else ''}"]
+        return ", ".join(parts)
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def baseline(cores: int) -> Candidate:
+    """Serving as it was before tuning: eager fp32, one request per forward pass, one worker with
+    all the machine's cores (torch's default)."""
+    return Candidate(threads=cores)
+
+
+def first_guesses(device: str, cores: int) -> list[Candidate]:
+    """Configurations measured right after the baseline, before the sampler's own proposals: what
+    usually serves a convolutional network best (batched ONNX Runtime on a CPU, batched reduced
+    precision on a GPU). They are measured like any other, so a wrong guess costs one trial."""
+    if device_kind(device) == "cuda":
+        return [Candidate(precision="fp16", channels_last=True, max_batch_size=32, batch_timeout_ms=5, threads=cores)]
+    return [Candidate(runtime="onnx", max_batch_size=8, batch_timeout_ms=5, threads=cores)]
+
+
+def machine_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def space(device: str, cores: int) -> dict[str, tuple]:
+    """The choices for each field on this device (fp16 only where a GPU serves)."""
+    threads = sorted({t for t in (1, 2, 4, 8, cores) if t <= cores})
+    workers = tuple(w for w in (1, 2, 4) if w <= max(1, cores))
+    precisions = PRECISIONS if device_kind(device) == "cuda" else tuple(p for p in PRECISIONS if p != "fp16")
+    return {"runtime": RUNTIMES, "precision": precisions, "channels_last": (False, True), "max_batch_size": BATCH_SIZES,
+            "batch_timeout_ms": BATCH_TIMEOUTS_MS, "threads": tuple(threads), "workers": workers}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A measured configuration on one instance type."""
+
+    instance: str
+    replicas: int
+    throughput_rps: float  # replicas times the measured rate at the SLO
+    price_per_hour: float
+    usd_per_million: float
+
+
+def place(rate_rps: float, cores_used: int, peak_memory_mb: float, gpu: bool, catalogue) -> Placement | None:
+    """The cheapest instance of ``catalogue`` for a server measured at ``rate_rps`` (at the SLO)
+    on ``cores_used`` cores (or one GPU) with ``peak_memory_mb``; None when no instance holds one
+    replica. Replicas per instance: vCPUs // cores (GPUs for a GPU server), fewer if memory is short
+    (10% of the instance's memory is left to the system)."""
+    if rate_rps <= 0:
+        return None
+    best: Placement | None = None
+    for it in catalogue.instances:
+        if gpu != (it.gpu > 0):
+            continue
+        replicas = it.gpu if gpu else it.vcpu // cores_used
+        if peak_memory_mb > 0:
+            replicas = min(replicas, int(0.9 * it.memory_gb * 1024 // peak_memory_mb))
+        if replicas < 1:
+            continue
+        throughput = replicas * rate_rps
+        usd = it.price_per_hour / (throughput * 3600) * 1e6
+        if best is None or usd < best.usd_per_million:
+            best = Placement(it.name, replicas, round(throughput, 3), it.price_per_hour, round(usd, 6))
+    return best

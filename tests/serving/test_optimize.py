@@ -1,0 +1,69 @@
+"""The serving-optimisation harness against the real model server on the demo's on-prem checkpoint:
+a deliberately slow configuration measures slower; what cannot run here is skipped with its
+reason (never a crash); the load is open-loop. The flow and its study: tests/flows/test_optimize.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lepton_core.optimize.harness import (OK, REJECTED, SKIPPED, HarnessSettings, load_step,
+                                          measure, request_bodies)
+from lepton_core.optimize.space import Candidate
+from lepton_core.serving.client import ServerProcess
+from tests.conftest import onprem_evaluation
+
+QUICK = dict(step_seconds=1.0, warm_up_seconds=0.3, max_steps=4, min_requests=12)
+
+
+@pytest.fixture(scope="module")
+def evaluation(demo_full: Path):
+    return onprem_evaluation(demo_full, "digits-onprem")
+
+
+@pytest.fixture(scope="module")
+def onprem(evaluation) -> Path:
+    return evaluation[0]
+
+
+def test_a_deliberately_slow_configuration_measures_slower(onprem: Path, evaluation, tmp_path: Path) -> None:
+    _, evalset, ref = evaluation
+    settings = HarnessSettings(slo_p95_ms=150, **QUICK)
+    fast = measure(onprem, Candidate(threads=0), evalset, ref, settings, tmp_path)
+    # LitServe gathers a batch for up to batch_timeout: at a request or two a second, a request
+    # waits the rest of a 400 ms window (uniform: a median near 200 ms, a p95 near 400)
+    slow = measure(onprem, Candidate(max_batch_size=16, batch_timeout_ms=400), evalset, ref, settings, tmp_path)
+    assert fast.status == OK and fast.rate_rps > 0 and fast.latency_ms["p95"] <= 150
+    assert fast.accuracy_delta == 0.0 and fast.agreement == 1.0  # eager fp32 is the reference itself
+    assert fast.startup_s > 0 and fast.warm_up_s is not None and fast.peak_memory_mb > 100
+    assert slow.status == REJECTED and slow.rate_rps == 0.0 and "over the SLO" in slow.reason
+    steps = [(s["offered_rps"], s["latency_ms"]["p50"], s["latency_ms"]["p95"]) for s in slow.steps]
+    assert all(p50 > 150 and p95 >= 300 for _, p50, p95 in steps), steps  # even the median is over the SLO
+    assert all(s["latency_ms"]["p50"] < 150 for s in fast.steps if s["passed"])
+
+
+def test_what_cannot_run_is_skipped_with_its_reason(onprem: Path, evaluation, tmp_path: Path) -> None:
+    _, evalset, ref = evaluation
+    settings = HarnessSettings(slo_p95_ms=150, **QUICK)
+    fp16 = measure(onprem, Candidate(precision="fp16"), evalset, ref, settings, tmp_path)
+    assert fp16.status == SKIPPED and "GPU" in fp16.reason and fp16.startup_s is None
+    # a server that dies at start-up (here: a checkpoint that is not one) is a skipped trial, not an exception
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    dead = measure(broken, Candidate(), evalset, ref, settings, tmp_path)
+    assert dead.status == SKIPPED and dead.reason and dead.rate_rps == 0.0
+
+
+def test_load_steps_count_from_when_requests_were_due(onprem: Path, evaluation, tmp_path: Path) -> None:
+    """Open loop: past the server's capacity latency grows with the backlog instead of the generator
+    slowing down to match the server."""
+    _, evalset, _ = evaluation
+    bodies = request_bodies(evalset, 4, tmp_path / "bodies")
+    settings = HarnessSettings(slo_p95_ms=150, step_seconds=2.0, warm_up_seconds=0.2, min_requests=10)
+    with ServerProcess(onprem, log=tmp_path / "server.log") as server:
+        easy = load_step(server.url + "/predict", bodies, 2.0, settings)
+        flood = load_step(server.url + "/predict", bodies, 400.0, settings)
+    assert easy["errors"] == 0 and easy["ok"] == easy["requests"] and easy["latency_ms"]["p95"] < 150
+    assert flood["achieved_rps"] > 300  # requests left on schedule although the server could not keep up
+    assert flood["latency_ms"]["p95"] > 4 * easy["latency_ms"]["p95"]
