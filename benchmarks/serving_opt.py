@@ -10,7 +10,8 @@ Each study runs the real loop (Optuna TPE, seeded) with every configuration meas
 the real model server under open-loop load from a separate process (``lepton_core.optimize``).
 
 Measured, per model: the baseline's and the chosen configuration's rate at the SLO per core
-(``speedup_vs_default`` is their ratio), the chosen's accuracy change against fp32 in points,
+busy (the CPU-seconds per second the server's processes used at that rate, HTTP front process
+included; ``speedup_vs_default`` is their ratio), the chosen's accuracy change against fp32 in points,
 cost per million predictions on the catalogue, and every trial's status. The top-level
 ``speedup_vs_default`` and ``accuracy_delta`` are resnet18_224's (the issue's goal: speedup at
 least 2, accuracy within 0.5 points).
@@ -119,10 +120,11 @@ def study(name: str, ckpt: Path, folder: Path, classes, slo_ms: float, args, wor
     base, best = result.baseline, result.best
 
     def per_core(t):
-        return t.measurement.rate_rps / t.measurement.cores if t and t.placement else 0.0
+        return t.measurement.rate_rps / t.measurement.cores_used if t and t.placement else 0.0
 
     trials = [{"number": t.number, "config": t.measurement.candidate.label(), "status": t.measurement.status,
                "reason": t.measurement.reason, "rate_rps": t.measurement.rate_rps, "cores": t.measurement.cores,
+               "cpu_cores": t.measurement.cpu_cores,
                "p95_ms": t.measurement.latency_ms.get("p95"), "accuracy_delta": t.measurement.accuracy_delta,
                "usd_per_million": t.cost, "reused_from": t.reused_from} for t in result.trials]
     return {"slo_p95_ms": slo_ms, "eval_images": len(evalset.images), "reference_accuracy": round(ref.accuracy, 4),

@@ -78,7 +78,7 @@ def _choice_markdown(r: OptimizationResult) -> str:
     bp = r.baseline["placement"] if r.baseline else None
     for name, get in (("requests/s at the SLO", lambda x, _p: x["rate_rps"]),
                       ("p95 ms at that rate", lambda x, _p: x["latency_ms"].get("p95")),
-                      ("cores", lambda x, _p: x["cores"]),
+                      ("cores busy at that rate", lambda x, _p: x["cpu_cores"] or x["cores"]),
                       ("accuracy change, points", lambda x, _p: x["accuracy_delta"]),
                       ("peak memory, MB", lambda x, _p: x["peak_memory_mb"]),
                       ("USD per million predictions", lambda _x, pl: pl["usd_per_million"] if pl else None)):

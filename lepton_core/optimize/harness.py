@@ -6,8 +6,9 @@ starts the model server with it and times the start (set-up and warm-up, which i
 evaluation set and compares the answers with the fp32 reference, rejecting a configuration whose
 accuracy drops by more than the tolerance; (4) finds the highest request rate whose p95 latency
 still meets the SLO, with an open-loop load from a separate process (``optimize.load``): it
-doubles the rate while the SLO holds, then bisects; (5) samples the resident memory of the
-server's processes throughout. The server is stopped when the measurement ends, also on error.
+doubles the rate while the SLO holds, then bisects; (5) samples the memory and CPU time of the
+server's processes throughout, so that a configuration is charged for the cores it kept busy at
+that rate (its HTTP front process included), not for the threads it asked for. The server is stopped when the measurement ends, also on error.
 
 Anything that goes wrong with a configuration (the server exits at start-up, runs out of memory,
 answers errors) is the measurement's outcome, ``skipped`` with the reason, never an exception.
@@ -119,11 +120,18 @@ class Measurement:
     rate_rps: float = 0.0  # highest rate measured with p95 within the SLO
     latency_ms: dict = field(default_factory=dict)  # p50/p95/p99 at that rate
     peak_memory_mb: float | None = None
-    steps: list = field(default_factory=list)  # every load step: rate, latency, errors, passed
+    cpu_cores: float | None = None  # CPU the server's processes used at that rate (CPU-seconds per second)
+    steps: list = field(default_factory=list)  # every load step: rate, latency, errors, server CPU, passed
 
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def cores_used(self) -> float:
+        """The cores a replica needs: the CPU its processes used at the rate it is measured at (the
+        API process's request handling included), else what its threads and workers ask for."""
+        return self.cpu_cores if self.cpu_cores else float(self.cores)
 
     def record(self) -> dict:
         return {**asdict(self), "candidate": self.candidate.record()}
@@ -137,12 +145,26 @@ class _MemorySampler(threading.Thread):
     """Peak memory of a process and its children, sampled every ``every`` seconds: the sum of their
     proportional set sizes (PSS: shared pages split between the processes that share them, so the
     model server's processes are not each charged for the same libraries); RSS where PSS cannot be
-    read."""
+    read. Their CPU time too, so that ``cpu_between`` says how many cores they kept busy."""
 
     def __init__(self, pid: int, every: float = 0.25) -> None:
         super().__init__(daemon=True)
         self.pid, self.every, self.peak = pid, every, 0
+        self.cpu: list[tuple[float, float]] = []  # (epoch seconds, CPU seconds of every process so far)
+        self._seen: dict[int, float] = {}  # CPU seconds of each process when last seen (exited ones kept)
         self._halt = threading.Event()
+
+    def cpu_between(self, start: float, end: float) -> float | None:
+        """Cores busy on average between two epoch times (linear between samples)."""
+        import numpy as np
+
+        if len(self.cpu) < 2 or end <= start:
+            return None
+        t, c = np.array(self.cpu).T
+        if start < t[0] or end > t[-1] + 2 * self.every:
+            return None
+        used = np.interp(end, t, c) - np.interp(start, t, c)
+        return round(float(used / (end - start)), 3)
 
     def run(self) -> None:
         import psutil
@@ -158,11 +180,14 @@ class _MemorySampler(threading.Thread):
                     try:
                         info = p.memory_full_info()
                         total += getattr(info, "pss", info.rss)
+                        times = p.cpu_times()
+                        self._seen[p.pid] = times.user + times.system
                     except (psutil.NoSuchProcess, psutil.AccessDenied):
                         pass
             except psutil.NoSuchProcess:
                 return
             self.peak = max(self.peak, total)
+            self.cpu.append((time.time(), sum(self._seen.values())))
             self._halt.wait(self.every)
 
     def stop(self) -> float:
@@ -310,7 +335,14 @@ def measure(checkpoint: str | Path, candidate: Candidate, evalset: EvalSet, ref:
         one_at_a_time = statistics.median(serial)
         bodies = request_bodies(evalset, settings.bodies, work / "bodies")
         url = server.url + "/predict"
-        rate, best, steps = rate_at_slo(lambda r: load_step(url, bodies, r, settings), 500 / one_at_a_time, settings)
+
+        def step_at(rate: float) -> dict:
+            step = load_step(url, bodies, rate, settings)
+            time.sleep(2 * sampler.every)  # a CPU sample after the window closes
+            step["server_cpu_cores"] = sampler.cpu_between(*step["window"])
+            return step
+
+        rate, best, steps = rate_at_slo(step_at, 500 / one_at_a_time, settings)
         result.steps = steps
         if best is None:
             result.status = REJECTED
@@ -318,6 +350,7 @@ def measure(checkpoint: str | Path, candidate: Candidate, evalset: EvalSet, ref:
                              f"{min(s['offered_rps'] for s in steps):.2f} requests/s")
         else:
             result.rate_rps, result.latency_ms = round(rate, 3), {k: best["latency_ms"][k] for k in ("p50", "p95", "p99")}
+            result.cpu_cores = best.get("server_cpu_cores")
         if server.proc.poll() is not None:
             return _skipped(result, _log_reason(log), sampler)
     except (ServerError, RuntimeError, OSError, subprocess.TimeoutExpired) as exc:

@@ -10,7 +10,8 @@ are sent but not counted.
 Run: ``python -m lepton_core.optimize.load URL --rate R --duration S --body FILE [--body FILE ...]``
 (each FILE a JSON request body, sent in turn). Prints one JSON object: the offered rate and the
 rate requests actually left at, the latest a request left against its schedule, counts of answers
-and errors, and latency percentiles in ms.
+and errors, latency percentiles in ms, and the counted window (epoch seconds: from when the first
+counted request was due to when the last answer came).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ async def _run(url: str, bodies: list[bytes], rate: float, duration: float, warm
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=256)
     async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
         start = time.perf_counter() + 0.05
+        to_epoch = time.time() - time.perf_counter()
 
         async def one(i: int) -> None:
             due = start + i / rate
@@ -67,11 +69,13 @@ async def _run(url: str, bodies: list[bytes], rate: float, duration: float, warm
                     errors[outcome] = errors.get(outcome, 0) + 1
 
         await asyncio.gather(*(one(i) for i in range(total)))
+        window = (round(to_epoch + start + counted_from / rate, 4), round(to_epoch + time.perf_counter(), 4))
     counted = total - counted_from
     span = max(sent) - min(sent) if len(sent) > 1 else 0.0
     return {"offered_rps": rate, "requests": counted, "ok": len(latencies), "errors": sum(errors.values()),
             "error_kinds": errors, "achieved_rps": round((len(sent) - 1) / span, 3) if span > 0 else None,
-            "max_send_lag_ms": round(1000 * max(lags), 3) if lags else None, "latency_ms": percentiles(latencies)}
+            "max_send_lag_ms": round(1000 * max(lags), 3) if lags else None, "latency_ms": percentiles(latencies),
+            "window": window}
 
 
 def run_load(url: str, bodies: list[bytes], rate: float, duration: float, warm_up: float = 0.5,

@@ -172,14 +172,14 @@ class OptimizationResult:
         return text
 
 
-TABLE_COLUMNS = ("trial", "configuration", "status", "req/s at SLO", "p95 ms", "accuracy delta (points)", "peak MB",
-                 "start s", "instance", "USD per million", "note")
+TABLE_COLUMNS = ("trial", "configuration", "status", "req/s at SLO", "p95 ms", "cores busy", "accuracy delta (points)",
+                 "peak MB", "start s", "instance", "USD per million", "note")
 
 
 def trial_row(t: Trial) -> tuple:
     m = t.measurement
     return (t.number, m.candidate.label(), m.status if t.reused_from is None else f"repeat of {t.reused_from}",
-            round(m.rate_rps, 2), m.latency_ms.get("p95"), m.accuracy_delta, m.peak_memory_mb, m.startup_s,
+            round(m.rate_rps, 2), m.latency_ms.get("p95"), m.cpu_cores, m.accuracy_delta, m.peak_memory_mb, m.startup_s,
             f"{t.placement.replicas} x {t.placement.instance}" if t.placement else None,
             t.placement.usd_per_million if t.placement else None, m.reason or "")
 
@@ -209,8 +209,8 @@ def finish(loaded: LoadedSpec, job: OptimizeJob, study: StudyResult, state_root:
     best, base = study.best, study.baseline
     speedup = cost_ratio = None
     if base is not None and base.placement:
-        speedup = round((best.measurement.rate_rps / best.measurement.cores)
-                        / (base.measurement.rate_rps / base.measurement.cores), 3)
+        speedup = round((best.measurement.rate_rps / best.measurement.cores_used)
+                        / (base.measurement.rate_rps / base.measurement.cores_used), 3)
         cost_ratio = round(base.cost / best.cost, 3)
     chosen = best.record()
     serving = {"format": "lepton-serving/1", "model": job.model, "version": job.version,
@@ -269,8 +269,9 @@ def update_bundle(loaded: LoadedSpec, job: OptimizeJob, serving: dict, out: Path
         deployment["spec"]["replicas"] = max(2, int(deployment["spec"].get("replicas", 2)))
         deployment["spec"]["replicasPerInstance"] = place["replicas"]
         deployment["spec"]["nodeSelector"] = {"node.kubernetes.io/instance-type": place["instance"]}
-        cores = serving["measurement"]["cores"]
-        deployment["spec"]["resources"] = {"requests": {"cpu": str(cores),
+        m = serving["measurement"]
+        cores = m["cpu_cores"] or m["cores"]
+        deployment["spec"]["resources"] = {"requests": {"cpu": f"{int(1000 * cores + 0.999)}m",
                                                         "memory": f"{int(serving['measurement']['peak_memory_mb'] or 512) + 256}Mi"}}
         files["cutover.json"] = json.dumps(cutover, indent=2)
         files["deployment.yaml"] = yaml.safe_dump(deployment, sort_keys=False)

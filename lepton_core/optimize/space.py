@@ -12,7 +12,7 @@ GPUs, hold, and as its memory holds) and the cheapest is taken.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from lepton_core.serving.runtime import PRECISIONS, RUNTIMES, device_kind
 
@@ -38,6 +38,11 @@ class Candidate:
         return ServeConfig(max_batch_size=self.max_batch_size, batch_timeout=self.batch_timeout_ms / 1000,
                            workers=self.workers, threads=self.threads, runtime=self.runtime,
                            precision=self.precision, channels_last=self.channels_last)
+
+    def canonical(self) -> Candidate:
+        """The same configuration with the fields that make no difference set to their defaults: the
+        batching wait when batches are of one request, so that such twins are measured once."""
+        return replace(self, batch_timeout_ms=Candidate.batch_timeout_ms) if self.max_batch_size == 1 else self
 
     def cores(self, machine_cores: int) -> int:
         """CPU cores it occupies: threads per worker (all of the machine's when 0) times workers, at
@@ -97,24 +102,26 @@ class Placement:
     usd_per_million: float
 
 
-def place(rate_rps: float, cores_used: int, peak_memory_mb: float, gpu: bool, catalogue) -> Placement | None:
+def place(rate_rps: float, cores_used: float, peak_memory_mb: float, gpu: bool, catalogue) -> Placement | None:
     """The cheapest instance of ``catalogue`` for a server measured at ``rate_rps`` (at the SLO)
     on ``cores_used`` cores (or one GPU) with ``peak_memory_mb``; None when no instance holds one
     replica. Replicas per instance: vCPUs // cores (GPUs for a GPU server), fewer if memory is short
-    (10% of the instance's memory is left to the system)."""
+    (10% of the instance's memory is left to the system). Of equal prices per prediction, the
+    instance with fewer vCPUs (the finer unit to scale by)."""
     if rate_rps <= 0:
         return None
     best: Placement | None = None
     for it in catalogue.instances:
         if gpu != (it.gpu > 0):
             continue
-        replicas = it.gpu if gpu else it.vcpu // cores_used
+        replicas = it.gpu if gpu else int(it.vcpu // max(cores_used, 0.05))
         if peak_memory_mb > 0:
             replicas = min(replicas, int(0.9 * it.memory_gb * 1024 // peak_memory_mb))
         if replicas < 1:
             continue
         throughput = replicas * rate_rps
         usd = it.price_per_hour / (throughput * 3600) * 1e6
-        if best is None or usd < best.usd_per_million:
+        if best is None or round(usd, 6) < best.usd_per_million or (
+                round(usd, 6) == best.usd_per_million and it.vcpu < catalogue.instance(best.instance).vcpu):
             best = Placement(it.name, replicas, round(throughput, 3), it.price_per_hour, round(usd, 6))
     return best

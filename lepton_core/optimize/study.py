@@ -91,7 +91,7 @@ def _storage(path: Path):
 
 def _trial_from(frozen, catalogue, gpu: bool) -> Trial:
     m = Measurement.from_record(frozen.user_attrs["measurement"])
-    placement = place(m.rate_rps, m.cores, m.peak_memory_mb or 0.0, gpu, catalogue) if m.ok else None
+    placement = place(m.rate_rps, m.cores_used, m.peak_memory_mb or 0.0, gpu, catalogue) if m.ok else None
     return Trial(frozen.number, m, placement, frozen.user_attrs.get("reused_from"))
 
 
@@ -155,14 +155,14 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
             break
         asks += 1
         trial = study.ask(distributions)
-        candidate = Candidate(**trial.params)
+        candidate = Candidate(**trial.params).canonical()
         earlier = next((t for t in trials if t.measurement.candidate == candidate and t.reused_from is None), None)
         if earlier is not None:
             m, reused = earlier.measurement, earlier.number
         else:
             say(f"trial {trial.number}: {candidate.label()}")
             m, reused = measure(candidate), None
-        placement = place(m.rate_rps, m.cores, m.peak_memory_mb or 0.0, gpu, catalogue) if m.ok else None
+        placement = place(m.rate_rps, m.cores_used, m.peak_memory_mb or 0.0, gpu, catalogue) if m.ok else None
         t = Trial(trial.number, m, placement, reused)
         trial.set_user_attr("measurement", json.loads(json.dumps(m.record())))
         if reused is not None:

@@ -157,7 +157,7 @@ def serving_stage(result: OptimizationResult, run_dir: str) -> StageResult:
     m, p = result.chosen["measurement"], result.chosen["placement"]
     rows = [("chosen", Candidate(**m["candidate"]).label()),
             ("at the SLO", f"{m['rate_rps']:g} requests/s per server at p95 {m['latency_ms']['p95']:.1f} ms "
-                           f"(SLO {result.slo_p95_ms:g} ms) on {m['cores']} core(s), {result.device}"),
+                           f"(SLO {result.slo_p95_ms:g} ms), {m['cpu_cores'] or m['cores']:g} cores busy, {result.device}"),
             ("cost", f"${p['usd_per_million']:.4f} per million predictions on {p['replicas']} x {p['instance']} "
                      f"(${p['price_per_hour']:g}/h)"),
             ("accuracy change", f"{m['accuracy_delta']:+.2f} points against eager fp32")]

@@ -37,6 +37,7 @@ def test_a_deliberately_slow_configuration_measures_slower(onprem: Path, evaluat
     assert fast.status == OK and fast.rate_rps > 0 and fast.latency_ms["p95"] <= 150
     assert fast.accuracy_delta == 0.0 and fast.agreement == 1.0  # eager fp32 is the reference itself
     assert fast.startup_s > 0 and fast.warm_up_s is not None and fast.peak_memory_mb > 100
+    assert 0.2 < fast.cpu_cores <= 2.5 and fast.cores_used == fast.cpu_cores  # what its processes kept busy
     assert slow.status == REJECTED and slow.rate_rps == 0.0 and "over the SLO" in slow.reason
     steps = [(s["offered_rps"], s["latency_ms"]["p50"], s["latency_ms"]["p95"]) for s in slow.steps]
     assert all(p50 > 150 and p95 >= 300 for _, p50, p95 in steps), steps  # even the median is over the SLO

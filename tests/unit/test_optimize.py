@@ -71,6 +71,9 @@ def test_place_prices_replicas_by_cores_and_memory():
     r = place(50.0, 1, 100.0, False, cat)
     assert (r.instance, r.replicas, r.throughput_rps) == ("small", 2, 100.0)
     assert place(50.0, 2, 100.0, True, cat).instance == "gpu1"
+    # measured CPU (1.3 cores busy): one replica on small ($0.085 each), twelve on big ($0.067 each)
+    s = place(50.0, 1.3, 100.0, False, cat)
+    assert (s.instance, s.replicas) == ("big", 12) and s.usd_per_million == pytest.approx(0.80 / (600 * 3600) * 1e6, rel=1e-5)
     assert place(0.0, 2, 100.0, False, cat) is None
     assert place(50.0, 32, 100.0, False, cat) is None  # no instance has 32 vCPUs
 
@@ -157,3 +160,10 @@ def test_a_trial_an_interrupted_run_left_running_is_measured_again(tmp_path):
     n = len(calls)
     run_study("s", journal, measure, _catalogue(), device="cpu", cores=2, settings=StudySettings(trials=2, patience=50))
     assert calls[n] == wanted
+
+
+def test_a_batching_wait_without_batching_is_the_same_configuration():
+    a = Candidate(max_batch_size=1, batch_timeout_ms=20, threads=2)
+    assert a.canonical() == Candidate(max_batch_size=1, threads=2) == baseline(2)
+    b = Candidate(max_batch_size=8, batch_timeout_ms=20)
+    assert b.canonical() == b
