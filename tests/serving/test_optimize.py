@@ -64,7 +64,9 @@ def test_load_steps_count_from_when_requests_were_due(onprem: Path, evaluation, 
     settings = HarnessSettings(slo_p95_ms=150, step_seconds=2.0, warm_up_seconds=0.2, min_requests=10)
     with ServerProcess(onprem, log=tmp_path / "server.log") as server:
         easy = load_step(server.url + "/predict", bodies, 2.0, settings)
-        flood = load_step(server.url + "/predict", bodies, 400.0, settings)
+        flood = load_step(server.url + "/predict", bodies, 250.0, settings)
     assert easy["errors"] == 0 and easy["ok"] == easy["requests"] and easy["latency_ms"]["p95"] < 150
-    assert flood["achieved_rps"] > 300  # requests left on schedule although the server could not keep up
+    # requests left faster than answers came back: the generator did not wait for the server
+    answered_rps = flood["ok"] / (flood["window"][1] - flood["window"][0])
+    assert flood["requests"] == 250 * 2 and flood["achieved_rps"] > 1.3 * answered_rps, (flood, answered_rps)
     assert flood["latency_ms"]["p95"] > 4 * easy["latency_ms"]["p95"]
