@@ -72,13 +72,9 @@ def reference(checkpoint: str | Path, evalset: EvalSet) -> Reference:
     import torch
     from PIL import Image
 
-    from lepton_core.transfer.backbones import build_model
-    from lepton_core.transfer.checkpoint import load_checkpoint
+    from lepton_core.transfer.checkpoint import load_network
 
-    state, meta = load_checkpoint(checkpoint)
-    net = build_model(meta.architecture, len(meta.classes), meta.input_size)
-    net.load_state_dict(state)
-    net.eval()
+    net, meta = load_network(checkpoint)
     preds: list[int] = []
     with torch.inference_mode():
         for start in range(0, len(evalset.images), 64):

@@ -10,6 +10,7 @@ model version, fetch its checkpoint, fix the evaluation set and its fp32 referen
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import re
@@ -101,7 +102,7 @@ def prepare(loaded: LoadedSpec, model: str | None, options: OptimizeOptions, sta
     spec, state_root = loaded.spec, Path(state_root)
     if spec.model is None:
         raise UsageError(f"{loaded.path}: the spec has no model whose serving to optimise")
-    store_fn = _once(lambda: open_store(spec.target, state_root, start=True))
+    store_fn = functools.cache(lambda: open_store(spec.target, state_root, start=True))  # opened once, if at all
     if model is not None and not model.startswith("s3://") and Path(model).is_file():
         checkpoint, version, registered = Path(model), Path(model).stem, False
     else:
@@ -130,17 +131,6 @@ def prepare(loaded: LoadedSpec, model: str | None, options: OptimizeOptions, sta
     work.mkdir(parents=True, exist_ok=True)
     return OptimizeJob(spec.model.name, version, registered, str(checkpoint), sha, evalset, ref, harness, study, cores,
                        f"{spec.model.name}-{version}-{ident}", str(journal), str(work))
-
-
-def _once(fn):
-    cache = []
-
-    def get():
-        if not cache:
-            cache.append(fn())
-        return cache[0]
-
-    return get
 
 
 @dataclass(frozen=True)

@@ -63,15 +63,12 @@ class ClassifierAPI(ls.LitAPI):
 
     def setup(self, device: str) -> None:
         from lepton_core.serving.runtime import build_runner
-        from lepton_core.transfer.backbones import build_model
-        from lepton_core.transfer.checkpoint import load_checkpoint
+        from lepton_core.transfer.checkpoint import load_network
 
         t0 = time.perf_counter()
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
-        state, meta = load_checkpoint(self.checkpoint)
-        net = build_model(meta.architecture, len(meta.classes), meta.input_size)
-        net.load_state_dict(state)
+        net, meta = load_network(self.checkpoint)
         c = self.config
         self.run, warm = build_runner(net, runtime=c.runtime, precision=c.precision, channels_last=c.channels_last,
                                       device=device, input_size=meta.input_size, max_batch_size=c.max_batch_size,

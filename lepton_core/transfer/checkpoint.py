@@ -83,6 +83,16 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict, CheckpointMeta]:
     return payload["state_dict"], meta
 
 
+def load_network(path: str | os.PathLike):
+    """``(net, meta)``: the checkpoint's network built and loaded, in eval mode, on the CPU."""
+    from lepton_core.transfer.backbones import build_model
+
+    state, meta = load_checkpoint(path)
+    net = build_model(meta.architecture, len(meta.classes), meta.input_size)
+    net.load_state_dict(state)
+    return net.eval(), meta
+
+
 def onprem_weights(path: str | os.PathLike, architecture: str, classes: tuple[str, ...], input_size: int) -> tuple[dict, Preprocess]:
     """The weights of the on-prem checkpoint at ``path`` for a ``architecture`` model over ``classes``, and
     the preprocessing it was trained with. A lepton checkpoint must name the same architecture and
