@@ -42,3 +42,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = 
 
 def atomic_write_text(path: str | os.PathLike, text: str, mode: int | None = None) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def write_figure_png(fig, path: str | os.PathLike) -> Path:
+    """A matplotlib figure, laid out tight, written atomically to ``path`` as PNG."""
+    import io
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(Path(path), buffer.getvalue())

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from lepton_core.errors import UsageError
-from lepton_core.fsutil import atomic_write_bytes, atomic_write_text
+from lepton_core.fsutil import atomic_write_text, write_figure_png
 from lepton_core.planner.policy import MaskedCategorical, MigrationAgent
 from lepton_core.planner.ppo import PPOConfig, pick_device, train
 from lepton_core.sim.env import CloudMigrationEnv
@@ -110,6 +110,15 @@ def find_policy(path: str | Path | None = None, required: bool = False) -> Migra
     return load_policy(path)
 
 
+def policy_applies(agent: MigrationAgent, scenario: Scenario) -> bool:
+    """Whether the trained policy can plan ``scenario``: no more workloads than it was built for,
+    on the instance types it trained with (the bundled catalogue's, in its order: the policy's
+    instance head has one output per type). Another cloud's catalogue is planned without it."""
+    from lepton_core.sim.scenario import bundled_catalogue
+
+    return scenario.n <= agent.max_workloads and scenario.instance_names == bundled_catalogue().instance_names
+
+
 def policy_plan(agent: MigrationAgent, scenario: Scenario, samples: int = 16, seed: int = 0) -> Plan:
     """The policy's plan: its greedy rollout and ``samples`` sampled ones, each replayed in the env;
     the cheapest wins. UsageError when the scenario is larger than the policy was built for."""
@@ -140,7 +149,6 @@ def policy_plan(agent: MigrationAgent, scenario: Scenario, samples: int = 16, se
 
 def learning_curve_png(csv_path: str | Path, path: str | Path) -> Path:
     """Mean episode cost (and return) per iteration against env steps, from the training log."""
-    import io
 
     from matplotlib.figure import Figure
 
@@ -153,7 +161,4 @@ def learning_curve_png(csv_path: str | Path, path: str | Path) -> Path:
     ax.set_ylabel("mean episode cost ($)")
     ax.set_title("PPO migration planner: learning curve", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(Path(path), buffer.getvalue())
+    return write_figure_png(fig, path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lepton_core.fsutil import atomic_write_bytes
+from lepton_core.fsutil import write_figure_png
 from lepton_core.sim.plan import Plan
 
 PHASE_COLOURS = {"transfer": "#4c72b0", "cutover": "#dd8452", "cloud": "#55a868"}
@@ -13,7 +13,6 @@ PHASE_COLOURS = {"transfer": "#4c72b0", "cutover": "#dd8452", "cloud": "#55a868"
 def gantt_png(plan: Plan, path: str | Path, title: str | None = None) -> Path:
     """Draw one row per workload (in plan order): its transfer, its cutover and its first hours in
     the cloud, hour by hour; written atomically to ``path``. ValueError for a plan never replayed."""
-    import io
 
     from matplotlib.figure import Figure  # the object API: no pyplot state, safe in worker threads
     from matplotlib.patches import Patch
@@ -41,7 +40,4 @@ def gantt_png(plan: Plan, path: str | Path, title: str | None = None) -> Path:
     ax.set_title(title or f"{plan.method} plan: ${o.total_cost:,.2f}, "
                  + (f"all in the cloud after {o.finish_hour} h" if o.finish_hour is not None else "not finished"), fontsize=10)
     ax.legend(handles=[Patch(color=c, label=k) for k, c in PHASE_COLOURS.items()], loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(Path(path), buffer.getvalue())
+    return write_figure_png(fig, path)

@@ -117,7 +117,10 @@ def _like_for_like(s: Scenario) -> np.ndarray:
     lift-and-shift picks without right-sizing. Falls back to the cheapest type that fits."""
     fits = s.fits()
     names = s.instance_names
-    general = np.array([n.startswith(("m", "g")) for n in names])  # m* general purpose, g* GPU (AWS naming)
+    if s.instance_family:
+        general = np.array([f in ("general", "gpu") for f in s.instance_family])
+    else:  # a scenario without families: AWS naming (m* general purpose, g* GPU)
+        general = np.array([n.startswith(("m", "g")) for n in names])
     size = s.instance_vcpu * 1000 + s.instance_memory_gb
     choice = np.where(fits & general[None, :], size[None, :], np.inf).argmin(axis=1)
     cheapest = np.where(fits, s.instance_price[None, :], np.inf).argmin(axis=1)
@@ -206,16 +209,18 @@ def make_plan(scenario: Scenario, method: str, time_limit_s: float = 60.0, polic
 
 
 def compare(scenario: Scenario, exact: bool = True, time_limit_s: float = 60.0, policy=None) -> list[Plan]:
-    """Every heuristic's plan, the trained PPO policy's when one is given (a ``MigrationAgent``
-    large enough for the scenario), then the exact planner's (started from the cheapest of them;
-    when it finds nothing better in its time, it returns that one, and says so in its notes)."""
+    """Every heuristic's plan, the trained PPO policy's when one is given that applies (a
+    ``MigrationAgent`` large enough for the scenario, trained on its instance types), then the
+    exact planner's (started from the cheapest of them; when it finds nothing better in its time,
+    it returns that one, and says so in its notes)."""
     from lepton_core.sim.exact import solve
 
     plans = [yardstick(scenario, m) for m in HEURISTICS]
-    if policy is not None and scenario.n <= policy.max_workloads:
-        from lepton_core.planner.planner import policy_plan
+    if policy is not None:
+        from lepton_core.planner.planner import policy_applies, policy_plan
 
-        plans.append(policy_plan(policy, scenario))
+        if policy_applies(policy, scenario):
+            plans.append(policy_plan(policy, scenario))
     if exact:
         best = min(plans, key=lambda p: p.outcome.total_cost)
         plans.append(solve(scenario, time_limit_s=time_limit_s, hint=best).plan)
@@ -227,10 +232,11 @@ def plan_lines(plan: Plan, scenario: Scenario) -> list[str]:
     price = dict(zip(scenario.instance_names, scenario.instance_price, strict=True))
     onprem = dict(zip(scenario.names, scenario.onprem_cost, strict=True))
     width = max((len(st.workload) for st in plan.steps), default=8)
+    iw = max([12] + [len(st.instance_type) + 1 for st in plan.steps])
     out = [f"plan ({plan.method}): {len(plan.steps)} workloads",
-           f"  {'hour':>5}  {'workload':<{width}}  {'instance':<12} {'$/h cloud':>9} {'$/h on-prem':>11}"]
+           f"  {'hour':>5}  {'workload':<{width}}  {'instance':<{iw}} {'$/h cloud':>9} {'$/h on-prem':>11}"]
     for st in plan.steps:
-        out.append(f"  {st.start_hour:>5}  {st.workload:<{width}}  {st.instance_type:<12} {price[st.instance_type]:>9.3f} {onprem[st.workload]:>11.3f}")
+        out.append(f"  {st.start_hour:>5}  {st.workload:<{width}}  {st.instance_type:<{iw}} {price[st.instance_type]:>9.3f} {onprem[st.workload]:>11.3f}")
     o = plan.outcome
     if o is not None:
         finish = f"all in the cloud after {o.finish_hour} h" if o.finish_hour is not None else f"not finished within {o.hours} h"

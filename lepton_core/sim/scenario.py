@@ -51,6 +51,7 @@ class Scenario:
     horizon: int = 14 * DAY  # hours before the episode is truncated
     seed: int = 0
     pinned: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # (n,) instance or -1
+    instance_family: tuple[str, ...] = ()  # (k,) general, compute, memory or gpu; empty when unknown
 
     @property
     def n(self) -> int:
@@ -81,9 +82,12 @@ def bandwidth_profile(rng: np.random.Generator, horizon: int, dip: float = 0.4, 
     return _bandwidth(rng.normal(0.0, 1.0, horizon), horizon, dip, noise)
 
 
-def from_spec(loaded: LoadedSpec, link: str | None = None, seed: int = 0, horizon: int = 14 * DAY) -> Scenario:
-    """The spec's services on its catalogue's instances, over one of its links (the first by default)."""
-    spec, cat = loaded.spec, loaded.catalogue
+def from_spec(loaded: LoadedSpec, link: str | None = None, seed: int = 0, horizon: int = 14 * DAY,
+              catalogue=None) -> Scenario:
+    """The spec's services on its catalogue's instances (or ``catalogue``'s, to compare clouds),
+    over one of its links (the first by default). A service pinned to an instance type that
+    ``catalogue`` does not have (a pin names the spec's own cloud's type) is left free."""
+    spec, cat = loaded.spec, catalogue or loaded.catalogue
     services = spec.services
     if not services:
         raise UsageError(f"{loaded.path}: the spec has no services to plan")
@@ -112,7 +116,8 @@ def from_spec(loaded: LoadedSpec, link: str | None = None, seed: int = 0, horizo
         link_gbps=chosen.gbps, link_efficiency=chosen.efficiency, link_price=chosen.price_per_hour,
         bandwidth_factor=bandwidth_profile(np.random.default_rng(seed), horizon),
         transfer_per_gb=cat.transfer_in_per_gb, horizon=horizon, seed=seed,
-        pinned=np.array([names.index(s.instance_type) if s.instance_type else -1 for s in services], dtype=np.int64),
+        pinned=np.array([names.index(s.instance_type) if s.instance_type in names else -1 for s in services], dtype=np.int64),
+        instance_family=tuple(it.family for it in cat.instances),
     )
 
 
@@ -247,7 +252,7 @@ class ScenarioBatch:
             instance_price=self.instance_price[r].copy(),
             link_gbps=gbps, link_efficiency=efficiency, link_price=port, bandwidth_factor=bandwidth_rows(self.bandwidth_offset[r:r + 1], self.horizon)[0, :-1],
             transfer_per_gb=cat.transfer_in_per_gb, horizon=self.horizon, seed=int(self.keys[r] >> np.uint64(33)),
-            pinned=np.full(n, -1, dtype=np.int64),
+            pinned=np.full(n, -1, dtype=np.int64), instance_family=tuple(it.family for it in cat.instances),
         )
 
 

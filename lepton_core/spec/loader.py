@@ -8,10 +8,11 @@ knows every pinned instance type). Every problem becomes one line ``FILE:LINE: F
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import types
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from lepton_core.errors import UsageError
 from lepton_core.spec.base import SpecFieldError, format_path
 from lepton_core.spec.catalogue import Catalogue, catalogue_path
-from lepton_core.spec.models import MigrationSpec, is_s3
+from lepton_core.spec.models import MigrationSpec, TargetSpec, is_s3
 
 MAX_PROBLEMS_SHOWN = 10
 MAX_SPEC_BYTES = 10 * 1024 * 1024
@@ -60,6 +61,32 @@ class LoadedSpec:
     path: Path
     catalogue: Catalogue
     sha256: str
+    candidates: tuple[Catalogue, ...] = ()  # spec.cloud_choice.candidates, loaded, in order
+
+    @property
+    def cloud_open(self) -> bool:
+        """Whether the spec leaves the provider to the cloud comparison (target.provider 'auto')."""
+        return self.spec.target.provider == "auto"
+
+    def candidate(self, ref: str) -> Catalogue:
+        """The loaded catalogue of one of ``spec.cloud_choice.candidates``; KeyError if it is not one."""
+        refs = self.spec.cloud_choice.candidates
+        if ref not in refs or len(self.candidates) != len(refs):
+            raise KeyError(ref)
+        return self.candidates[refs.index(ref)]
+
+    def with_cloud(self, ref: str) -> LoadedSpec:
+        """This spec moving to the candidate ``ref``: its provider, region and catalogue in the
+        target, and, for an S3-compatible store on another endpoint (Google Cloud Storage), that
+        endpoint unless the spec gives one."""
+        cat = self.candidate(ref)
+        target = self.spec.target
+        changes: dict[str, Any] = {"provider": cat.provider if cat.provider in ("aws", "azure", "gcp") else "s3-compatible",
+                                   "region": cat.region, "catalogue": ref}
+        if target.endpoint_url is None and cat.object_store.endpoint:
+            changes["endpoint_url"] = cat.object_store.endpoint
+        chosen = validate_model(TargetSpec, {**target.model_dump(exclude_unset=True), **changes}, {}, f"{self.path} (cloud {ref})")
+        return replace(self, spec=self.spec.model_copy(update={"target": chosen}), catalogue=cat)
 
     @property
     def base_dir(self) -> Path:
@@ -78,12 +105,16 @@ def load_spec(path: str | Path) -> LoadedSpec:
     path = Path(path).expanduser()
     data, lines = read_yaml(path)
     spec = validate_model(MigrationSpec, data, lines, str(path))
-    catalogue = _load_catalogue(spec, path, lines)
-    problems = _check_files(spec, path.resolve().parent, lines, str(path)) + _check_instances(spec, catalogue, lines, str(path))
+    candidates = tuple(_load_catalogue(ref, path, ("cloud_choice", "candidates", i), lines)
+                       for i, ref in enumerate(spec.cloud_choice.candidates))
+    # an open provider: the first candidate's prices until the comparison chooses (LoadedSpec.with_cloud)
+    catalogue = candidates[0] if spec.target.provider == "auto" else _load_catalogue(spec.target.catalogue, path, ("target", "catalogue"), lines)
+    problems = (_check_files(spec, path.resolve().parent, lines, str(path))
+                + _check_instances(spec, catalogue, candidates, lines, str(path)) + _check_provider(spec, catalogue, lines, str(path)))
     if problems:
         raise SpecError(problems)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return LoadedSpec(spec=spec, path=path.resolve(), catalogue=catalogue, sha256=digest)
+    return LoadedSpec(spec=spec, path=path.resolve(), catalogue=catalogue, sha256=digest, candidates=candidates)
 
 
 def read_yaml(path: Path) -> tuple[dict[str, Any], dict[tuple, int]]:
@@ -238,13 +269,24 @@ def _inner_model(annotation: Any) -> Any:
     return annotation
 
 
-def _load_catalogue(spec: MigrationSpec, spec_path: Path, lines: dict) -> Catalogue:
-    path = catalogue_path(spec.target.catalogue, spec_path.resolve().parent)
-    where = ("target", "catalogue")
+def _load_catalogue(ref: str, spec_path: Path, where: tuple, lines: dict) -> Catalogue:
+    """The catalogue a spec field names; its own problems are located in its own file."""
+    path = catalogue_path(ref, spec_path.resolve().parent)
     if not path.is_file():
         raise SpecError([SpecProblem(str(spec_path), where, _line(where, lines), f"catalogue file not found: {path}")])
+    return _read_catalogue(path)
+
+
+@functools.lru_cache(maxsize=64)
+def _parse_catalogue(path: Path, mtime_ns: int, size: int) -> Catalogue:
     data, cat_lines = read_yaml(path)
     return validate_model(Catalogue, data, cat_lines, str(path))
+
+
+def _read_catalogue(path: Path) -> Catalogue:
+    """A catalogue file, checked; read again only when it changes (every spec load reads each candidate)."""
+    stat = path.stat()
+    return _parse_catalogue(path.resolve(), stat.st_mtime_ns, stat.st_size)
 
 
 def _check_files(spec: MigrationSpec, base: Path, lines: dict, name: str) -> list[SpecProblem]:
@@ -266,14 +308,28 @@ def _check_files(spec: MigrationSpec, base: Path, lines: dict, name: str) -> lis
     return problems
 
 
-def _check_instances(spec: MigrationSpec, catalogue: Catalogue, lines: dict, name: str) -> list[SpecProblem]:
+def _check_instances(spec: MigrationSpec, catalogue: Catalogue, candidates: tuple[Catalogue, ...], lines: dict,
+                     name: str) -> list[SpecProblem]:
+    """A pinned instance type must be in the target's catalogue (in some candidate's, when the
+    provider is chosen: the pin holds on the clouds that have the type)."""
     problems = []
-    known = catalogue.instance_names
+    auto = spec.target.provider == "auto"
+    known = tuple(dict.fromkeys(n for c in candidates for n in c.instance_names)) if auto else catalogue.instance_names
+    where = "any cloud_choice candidate's catalogue" if auto else f"catalogue {catalogue.name}"
     for i, svc in enumerate(spec.services):
         if svc.instance_type is not None and svc.instance_type not in known:
             path = ("services", i, "instance_type")
             close = difflib.get_close_matches(svc.instance_type, known, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            problems.append(SpecProblem(name, path, _line(path, lines),
-                                        f"unknown instance type {svc.instance_type!r} in catalogue {catalogue.provider}-{catalogue.region}{hint}"))
+            problems.append(SpecProblem(name, path, _line(path, lines), f"unknown instance type {svc.instance_type!r} in {where}{hint}"))
     return problems
+
+
+def _check_provider(spec: MigrationSpec, catalogue: Catalogue, lines: dict, name: str) -> list[SpecProblem]:
+    """The target's catalogue must price the target's provider (any, for an S3-compatible store)."""
+    provider = spec.target.provider
+    if provider in ("auto", "s3-compatible") or catalogue.provider == provider:
+        return []
+    path = ("target", "catalogue")
+    return [SpecProblem(name, path, _line(path, lines) or _line(("target",), lines),
+                        f"catalogue {catalogue.name} prices {catalogue.provider}, but target.provider is {provider!r}")]

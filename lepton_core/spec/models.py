@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, StringConstraints, model_validator
 
 from lepton_core.spec.base import Name, SpecFieldError, StrictModel, by_name, unique_names
+from lepton_core.spec.catalogue import BUNDLED_CATALOGUES
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -161,6 +162,8 @@ class ServiceSpec(StrictModel):
     datasets: tuple[Name, ...] = Field(default=(), max_length=1000, description="Names of the datasets it owns.")
     depends_on: tuple[Name, ...] = Field(default=(), max_length=1000, description="Services it calls.")
     onprem_cost_per_hour: float = Field(default=0, ge=0, le=100_000, description="What it costs to run on-prem, per hour.")
+    egress_gb_month: float = Field(default=0, ge=0, le=10_000_000,
+                                   description="Data it sends out of the cloud each month (answers, exports), in GB; priced at the cloud's egress rate.")
     instance_type: str | None = Field(default=None, max_length=64, description="Pin to this cloud instance type; the planner chooses when left out.")
     strategy: Strategy | None = Field(default=None, description="Pin one of the 7 Rs; the planner chooses when left out.")
 
@@ -168,7 +171,9 @@ class ServiceSpec(StrictModel):
 class TargetSpec(StrictModel):
     """Where the system moves to."""
 
-    provider: Literal["aws", "azure", "gcp", "s3-compatible"] = Field(default="aws", description="Cloud provider.")
+    provider: Literal["aws", "azure", "gcp", "s3-compatible", "auto"] = Field(
+        default="aws", description="Cloud provider; 'auto': the migrate flow compares the cloud_choice candidates first "
+                                   "and moves to the one it recommends (its region and catalogue with it).")
     bucket: BucketName = Field(description="Bucket that receives the data, models and reports.")
     prefix: str = Field(
         default="lepton", max_length=512, pattern=r"^$|^[A-Za-z0-9!_.*'()-]+(/[A-Za-z0-9!_.*'()-]+)*$",
@@ -188,10 +193,42 @@ class TargetSpec(StrictModel):
 
     @model_validator(mode="after")
     def _kms(self) -> TargetSpec:
+        if self.provider == "auto":
+            for field in ("region", "catalogue"):
+                if field in self.model_fields_set:
+                    raise SpecFieldError((field,), "chosen with the cloud when provider is 'auto': leave it out "
+                                                   "(list private catalogues under cloud_choice.candidates)")
         if self.encryption == "aws:kms" and not self.kms_key_id:
             raise SpecFieldError(("kms_key_id",), "required when encryption is 'aws:kms'")
         if self.encryption != "aws:kms" and self.kms_key_id:
             raise SpecFieldError(("kms_key_id",), "only used with encryption 'aws:kms'")
+        return self
+
+
+class CloudChoiceSpec(StrictModel):
+    """Which clouds and regions ``lepton compare-clouds`` (and the migrate flow, when the target's
+    provider is 'auto') compares, and what decides between them."""
+
+    candidates: tuple[Annotated[str, StringConstraints(min_length=1, max_length=1024)], ...] = Field(
+        default=BUNDLED_CATALOGUES, min_length=1, max_length=50,
+        description="Catalogues to compare: bundled names (" + ", ".join(BUNDLED_CATALOGUES) + ") or YAML paths "
+                    "(relative to the spec) of private catalogues with negotiated prices.")
+    objective: Literal["total_cost", "time_under_budget"] = Field(
+        default="total_cost",
+        description="total_cost: the least one-off plus running cost over budget.horizon_months; time_under_budget: "
+                    "the soonest finish among the clouds whose one-off cost is within budget.migration_usd and whose "
+                    "monthly cost is within budget.monthly_usd.")
+    exact_max_workloads: int = Field(default=12, ge=0, le=64,
+                                     description="Plan with the exact planner too when the system has at most this many services.")
+    exact_seconds: float = Field(default=10.0, ge=0, le=3600, description="Seconds the exact planner may search per cloud.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> CloudChoiceSpec:
+        seen: dict[str, int] = {}
+        for i, ref in enumerate(self.candidates):
+            if ref in seen:
+                raise SpecFieldError(("candidates", i), f"listed twice (already candidates[{seen[ref]}])")
+            seen[ref] = i
         return self
 
 
@@ -223,6 +260,7 @@ class MigrationSpec(StrictModel):
     target: TargetSpec = Field(description="The cloud target.")
     slo: SLOSpec = Field(default_factory=SLOSpec, description="Service-level objectives.")
     budget: BudgetSpec = Field(description="Budget limits.")
+    cloud_choice: CloudChoiceSpec = Field(default_factory=CloudChoiceSpec, description="Clouds and regions to compare.")
 
     @model_validator(mode="after")
     def _references(self) -> MigrationSpec:

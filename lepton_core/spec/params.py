@@ -34,7 +34,7 @@ class TargetOverrides(StrictModel):
             return spec
         from lepton_core.spec.loader import validate_model
 
-        target = validate_model(TargetSpec, {**spec.target.model_dump(), **changes}, {}, "target overrides")
+        target = validate_model(TargetSpec, {**spec.target.model_dump(exclude_unset=True), **changes}, {}, "target overrides")
         return spec.model_copy(update={"target": target})
 
 

@@ -3,13 +3,12 @@ error (15 bins) and the confusion matrix (torchmetrics), a markdown table and a 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lepton_core.fsutil import atomic_write_bytes
+from lepton_core.fsutil import write_figure_png
 
 if TYPE_CHECKING:
     import torch
@@ -88,10 +87,7 @@ def learning_curve_png(histories: dict[str, list[dict]], path: str | Path, title
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(Path(path), buffer.getvalue())
+    return write_figure_png(fig, path)
 
 
 def time_to_reach(history: list[dict], accuracy: float) -> float | None:

@@ -52,7 +52,7 @@ def _catalogue() -> Catalogue:
         return InstanceType(name=name, family="gpu" if gpu else "compute", vcpu=vcpu, memory_gb=mem, gpu=gpu,
                             price_per_hour=price)
 
-    return Catalogue(provider="test", region="r1", as_of="2026-11-01", sources=("hand-written",), storage_gb_month=0.02,
+    return Catalogue(provider="aws", region="r1", as_of="2026-11-01", sources=("hand-written",), storage_gb_month=0.02,
                      transfer_in_per_gb=0, transfer_out_per_gb=0.09,
                      instances=(it("small", 2, 4, 0.085), it("big", 16, 32, 0.80), it("roomy", 2, 8, 0.096),
                                 it("gpu1", 4, 16, 1.0, gpu=1)))

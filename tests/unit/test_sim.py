@@ -139,7 +139,7 @@ def test_scenarios_from_the_demo_spec_and_the_generator(demo_data) -> None:
     from lepton_core.spec import load_spec
 
     s = from_spec(load_spec(demo_data))
-    assert s.n == 12 and s.k == 14 and s.link_gbps == 1.0 and s.depends.sum() > 0
+    assert s.n == 12 and s.k == 15 and s.link_gbps == 1.0 and s.depends.sum() > 0
     assert s.fits().any(axis=1).all()  # every demo service fits some instance type
     g = generate(np.random.default_rng(3), 9)
     assert g.n == 9 and not np.triu(g.depends).any()  # dependencies only on earlier workloads: a DAG
