@@ -63,8 +63,9 @@ def check_spec(spec: Annotated[Path, typer.Argument(help="The spec YAML file.")]
     s = loaded.spec
     typer.echo(f"ok: {spec}: {s.name}: {len(s.datasets)} datasets, {len(s.services)} services, "
                f"model {s.model.architecture if s.model else 'none'}, target s3://{s.target.bucket}/{s.target.prefix} "
-               f"({s.target.endpoint_url or 'AWS S3'}), catalogue {loaded.catalogue.provider}-{loaded.catalogue.region} "
-               f"as of {loaded.catalogue.as_of}")
+               f"({s.target.endpoint_url or 'AWS S3'}), "
+               + (f"cloud chosen from {len(loaded.candidates)} candidates (`lepton compare-clouds`)" if loaded.cloud_open else
+                  f"catalogue {loaded.catalogue.name} as of {loaded.catalogue.as_of}"))
 
 
 @app.command()
@@ -115,6 +116,14 @@ def run(
         typer.echo(f"the embedded object store is still running at {status.endpoint_url}; `lepton store down` stops it")
 
 
+def _settled_spec(spec: Path):
+    """The spec, on the cloud its migration moved to when its provider is 'auto' (the recorded choice)."""
+    from lepton_core.choice.record import settled
+    from lepton_core.spec import load_spec
+
+    return settled(load_spec(spec))
+
+
 def _selected(requested: list[str] | None, known: list[str], spec: Path, kind: str) -> list[str]:
     """The datasets a command works on: those named with --dataset (each must exist), else all."""
     from lepton_core.errors import UsageError
@@ -144,14 +153,14 @@ def validate(
     spec compares. Exit code 2 when a dataset fails, with the expectation and up to ten examples."""
     import datetime as dt
 
-    from lepton_core.spec import is_s3, load_spec
+    from lepton_core.spec import is_s3
     from lepton_core.state import runs_dir, state_dir
     from lepton_core.validation.drift import comparisons, drift_gate, drift_report
     from lepton_core.validation.gate import validate_local
     from lepton_core.validation.outputs import docs_dir, save_profile
     from lepton_core.validation.parity import validate_target
 
-    loaded = load_spec(spec)
+    loaded = _settled_spec(spec)
     run_dir = runs_dir() / f"{dt.datetime.now(dt.timezone.utc):%Y%m%d-%H%M%S}-validate-{side.value}"
     profiles = {}
     for name in _selected(dataset, [d.name for d in loaded.spec.datasets if not is_s3(d.location)], spec, "local dataset"):
@@ -188,13 +197,21 @@ def plan(
     time_limit: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds the exact planner may search before it returns its best plan and bound.")] = 60.0,
     policy: Annotated[Optional[Path], typer.Option(help="The trained planner's policy.pt (default: the one `lepton train-planner` wrote; --method all uses it when it exists).")] = None,
     chart: Annotated[Optional[Path], typer.Option(help="Write a Gantt chart of the plan (the cheapest, with --method all) to this PNG file.")] = None,
+    cloud: Annotated[Optional[str], typer.Option(help="Plan on this one of the spec's cloud_choice.candidates (default: the target's catalogue; the first candidate when the provider is auto).")] = None,
 ) -> None:
     """Plan the migration of the spec's services in the simulator and print the plan and its cost."""
+    from lepton_core.errors import UsageError
     from lepton_core.sim.plan import cheapest, compare, comparison_lines, make_plan, plan_lines
     from lepton_core.sim.scenario import from_spec
     from lepton_core.spec import load_spec
 
-    scenario = from_spec(load_spec(spec), link=link, seed=seed)
+    loaded = load_spec(spec)
+    try:
+        catalogue = loaded.candidate(cloud) if cloud else None
+    except KeyError:
+        raise UsageError(f"--cloud {cloud!r}: not one of the spec's cloud_choice.candidates "
+                         f"({', '.join(loaded.spec.cloud_choice.candidates)})") from None
+    scenario = from_spec(loaded, link=link, seed=seed, catalogue=catalogue)
     from lepton_core.planner.planner import find_policy
 
     agent = find_policy(policy, required=method is Method.ppo or policy is not None)
@@ -212,6 +229,54 @@ def plan(
         from lepton_core.sim.chart import gantt_png
 
         typer.echo(f"chart: {gantt_png(chosen, chart)}")
+
+
+class Objective(str, enum.Enum):
+    total_cost = "total_cost"
+    time_under_budget = "time_under_budget"
+
+
+@app.command("compare-clouds")
+@guarded
+def compare_clouds_cmd(
+    spec: Annotated[Path, typer.Argument(help="The spec YAML file.")],
+    candidate: Annotated[Optional[list[str]], typer.Option("--candidate", help="Compare only this one of the spec's cloud_choice.candidates (repeat for more).")] = None,
+    objective: Annotated[Optional[Objective], typer.Option(help="Rank by this instead of the spec's cloud_choice.objective.")] = None,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the links' hour-by-hour bandwidth.")] = 0,
+    policy: Annotated[Optional[Path], typer.Option(help="The trained planner's policy.pt (default: the one `lepton train-planner` wrote, when it exists).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder to write comparison.json, comparison.txt and the bar chart clouds.png into.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON instead of a table.")] = False,
+) -> None:
+    """Plan and price the spec's migration on every candidate cloud and region, rank them by the
+    spec's objective, and recommend one with its margin to the runner-up."""
+    import json
+
+    from lepton_core.choice.compare import compare_clouds, comparison_lines
+    from lepton_core.planner.planner import find_policy
+    from lepton_core.spec import load_spec
+
+    loaded = load_spec(spec)
+    agent = find_policy(policy, required=policy is not None)
+    comparison = compare_clouds(loaded, refs=candidate, objective=objective.value if objective else None, policy=agent, seed=seed,
+                                progress=None if as_json else lambda o: typer.echo(f"planned {o.catalogue}: {o.method}", err=True))
+    lines = comparison_lines(comparison)
+    if out is not None:
+        from lepton_core.choice.chart import comparison_png
+        from lepton_core.fsutil import atomic_write_text
+
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "comparison.json", json.dumps(comparison.to_dict(), indent=2))
+        atomic_write_text(out / "comparison.txt", "\n".join(lines) + "\n")
+        lines.append(f"written: {out / 'comparison.json'}, {out / 'comparison.txt'}, {comparison_png(comparison, out / 'clouds.png')}")
+    from lepton_core.choice.record import read_record
+
+    record = read_record(loaded) if loaded.cloud_open else None
+    if record is not None:
+        lines.append(f"this migration is bound to {record.chosen} (chosen by run {record.run}, {record.chosen_at}); "
+                     f"delete {record.path} or pin target.provider to choose again")
+    typer.echo(json.dumps(comparison.to_dict(), indent=2) if as_json else "\n".join(lines))
+    if comparison.recommended is None:
+        raise typer.Exit(1)
 
 
 @app.command("train-planner")
@@ -265,10 +330,9 @@ def migrate_data(
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
     from lepton_core.data.stage import migrate_dataset
-    from lepton_core.spec import load_spec
     from lepton_core.state import state_dir
 
-    loaded = load_spec(spec)
+    loaded = _settled_spec(spec)
     names = _selected(dataset, [d.name for d in loaded.spec.datasets], spec, "dataset")
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[files]}"), DownloadColumn(),
                TransferSpeedColumn(), TimeRemainingColumn())
@@ -365,10 +429,9 @@ def _model_file(model: str, spec: Optional[Path]) -> tuple[Path, str, str]:
     if not m:
         raise UsageError(f"{model}: not a registered version (expected s3://BUCKET/ROOT/MODEL/versions/VERSION/)")
     if spec is not None:
-        from lepton_core.spec import load_spec
         from lepton_core.store.target import open_store
 
-        store = open_store(load_spec(spec).spec.target, state_dir(), start=False)
+        store = open_store(_settled_spec(spec).spec.target, state_dir(), start=False)
     else:
         store = ObjectStore(StoreSettings())
     registry = Registry(store, uri.bucket, m.group(1) or "")
@@ -464,11 +527,10 @@ app.add_typer(registry_app, name="registry")
 
 def _registry(spec: Path):
     from lepton_core.registry import Registry
-    from lepton_core.spec import load_spec
     from lepton_core.state import state_dir
     from lepton_core.store.target import open_store
 
-    loaded = load_spec(spec)
+    loaded = _settled_spec(spec)
     if loaded.spec.model is None:
         from lepton_core.errors import UsageError
 

@@ -35,3 +35,8 @@ def runs_dir(root: Path | None = None) -> Path:
 def planner_dir(root: Path | None = None) -> Path:
     """The trained migration planner: its policy checkpoint, training log and learning curve."""
     return (root or state_dir()) / "planner"
+
+
+def clouds_dir(root: Path | None = None) -> Path:
+    """The cloud each migration with an open provider moved to (``lepton_core.choice.record``)."""
+    return (root or state_dir()) / "clouds"

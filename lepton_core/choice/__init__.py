@@ -1,0 +1,1 @@
+"""Cloud choice: compare providers and regions on the same migration and recommend one."""
