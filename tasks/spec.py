@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -24,10 +25,18 @@ def prepare_demo(state_root: str) -> str:
 
 
 @task(name="check-spec")
-def check_spec(spec_path: str, overrides: TargetOverrides) -> LoadedSpec:
-    """Load and check the spec, then apply this run's target overrides. Bad input: never retried."""
+def check_spec(spec_path: str, overrides: TargetOverrides, cloud_open: bool = False) -> LoadedSpec:
+    """Load and check the spec, then apply this run's target overrides. Bad input: never retried.
+
+    A spec whose provider is 'auto' is put on the cloud its migration was recorded moving to
+    (``lepton_core.choice.record.settled``), unless ``cloud_open`` (the migrate flow chooses)."""
+    from lepton_core.choice.record import settled
+
     loaded = load_spec(spec_path)
     spec = overrides.apply(loaded.spec)
+    if not cloud_open:
+        loaded = settled(dataclasses.replace(loaded, spec=spec))
+        spec = loaded.spec
     get_run_logger().info("spec %s: %d datasets, %d services, target s3://%s/%s",
                           spec.name, len(spec.datasets), len(spec.services), spec.target.bucket, spec.target.prefix)
-    return LoadedSpec(spec=spec, path=loaded.path, catalogue=loaded.catalogue, sha256=loaded.sha256)
+    return dataclasses.replace(loaded, spec=spec)

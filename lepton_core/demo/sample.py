@@ -146,8 +146,11 @@ def demo_spec(services: list[dict[str, Any]], *, with_model: bool) -> dict[str, 
         spec["model"] = {"name": "digits-classifier", "architecture": "resnet18", "checkpoint": MODEL_PATH,
                          "classes": CLASSES, "input_size": 32, "source_dataset": SOURCE, "target_dataset": TARGET}
     spec["services"] = services
-    spec["target"] = {"provider": "aws", "bucket": "lepton-demo", "prefix": "digits-demo", "region": "us-east-1",
-                      "endpoint_url": "embedded", "encryption": "AES256", "catalogue": "aws-us-east-1"}
+    # provider auto: the run compares the bundled clouds and regions and moves to the recommended
+    # one; the embedded object store stands in for that cloud's store
+    spec["target"] = {"provider": "auto", "bucket": "lepton-demo", "prefix": "digits-demo",
+                      "endpoint_url": "embedded", "encryption": "AES256"}
+    spec["cloud_choice"] = {"objective": "total_cost", "exact_seconds": 3}
     spec["slo"] = {"p95_latency_ms": 150, "max_downtime_minutes": 15, "min_agreement": 0.97}
     spec["budget"] = {"migration_usd": 2500, "monthly_usd": 6000, "horizon_months": 12}
     return spec

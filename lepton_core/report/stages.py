@@ -1,5 +1,5 @@
-"""Report sections for the stages that exist so far: spec, source and target validation gates,
-drift, plan, object store, data migration, model adaptation, integration and serving."""
+"""Report sections for the stages that exist so far: spec, cloud choice, source and target
+validation gates, drift, plan, object store, data migration, model adaptation, integration and serving."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from lepton_core.validation.drift import DriftReport
 from lepton_core.validation.gate import GateResult
 
 if TYPE_CHECKING:
+    from lepton_core.choice.compare import Comparison
     from lepton_core.optimize.run import OptimizationResult
     from lepton_core.serving.integrate import IntegrationResult
     from lepton_core.transfer.adapt import AdaptResult
@@ -172,3 +173,31 @@ def serving_stage(result: OptimizationResult, run_dir: str) -> StageResult:
         rows.append(("cutover bundle", f"serving configuration written to {result.bundle_uri}"))
     return StageResult(stage="serving", status="ok", summary=result.summary(), details=tuple(rows),
                        images=(("Serving configurations: cost against p95 latency", _relative(result.chart, run_dir)),))
+
+
+def cloud_stage(comparison: Comparison, loaded: LoadedSpec, run_dir: str, how: str = "") -> StageResult:
+    """The candidate clouds side by side, the recommendation and the one the run moved to, the chart."""
+    from lepton_core.choice.compare import HOURS_PER_MONTH
+
+    rows = []
+    for i, o in enumerate(comparison.ranked, 1):
+        total = f"${o.total:,.0f}" if o.finish_hours is not None else "does not finish"
+        break_even = f"break-even in month {o.break_even_months:.1f}" if o.break_even_months is not None else "never breaks even"
+        rows.append((f"{i}. {o.catalogue}", f"{total} over {o.horizon_months} months ({o.method} plan on {o.link}): one-off "
+                                           f"${o.one_off:,.0f}, done in {o.finish_text}, downtime {o.downtime_minutes:g} min, "
+                                           f"${o.monthly:,.0f}/month after (on-prem ${o.onprem_monthly:,.0f}), {break_even}; "
+                                           f"{o.store['name']}" + ("" if o.store["s3_compatible"] else " (not S3-compatible)")
+                                           + "".join(f"; {n}" for n in o.budget_notes + o.notes)))
+    cat = loaded.catalogue
+    rows.append(("recommendation", comparison.recommendation()))
+    rows.append(("moved to", f"{cat.name}: prices as of {cat.as_of}; object store {cat.object_store.name}, {cat.object_store.access}"))
+    if how:
+        rows.append(("chosen", how))
+    rows.append(("method", f"each cloud's cheapest plan in the simulator; monthly = instances x {HOURS_PER_MONTH:g} h + storage + egress"))
+    chart = Path(run_dir) / "cloud" / "clouds.png"
+    chosen = next((o for o in comparison.ranked if o.ref == loaded.spec.target.catalogue), None)
+    summary = f"{cat.name} of {len(comparison.ranked)} candidates" + (f": ${chosen.total:,.0f} over {chosen.horizon_months} months"
+                                                                     if chosen and chosen.finish_hours is not None else "")
+    return StageResult(stage="cloud choice", status="ok", summary=summary, details=tuple(rows),
+                       images=(("Candidate clouds: cost over the horizon and one-off cost", _relative(str(chart), run_dir)),)
+                       if chart.is_file() else ())

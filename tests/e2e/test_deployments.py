@@ -108,7 +108,7 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
             assert failed.state.type.value == "FAILED", (tmp_path / "worker.log").read_text()[-3000:]
             first = latest_states(client, run.id)
             assert first["adapt-model"] == ["Failed"]  # bad input: not retried
-            always = {"check-spec", "reach-object-store"}  # quick, and run on every attempt
+            always = {"check-spec", "choose-cloud", "reach-object-store"}  # quick, and run on every attempt
             done = {n for n, states in first.items() if states == ["Completed"]} - always
             assert {"migrate-digits-onprem", "migrate-digits-cloud", "migrate-request-log", "validate-source-digits-cloud",
                     "validate-target-digits-cloud", "plan-migration", "publish-data-docs"} <= done
@@ -137,10 +137,12 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
         assert {name: second[name] for name in done} == {name: ["Completed", "Cached"] for name in done}  # not run again
         assert second["adapt-model"] == ["Failed", "Completed"] and second["integrate"] == ["Completed"]
         assert second["check-spec"] == ["Completed", "Completed"]  # the cheap, always-run tasks ran again
+        assert second["choose-cloud"] == ["Completed", "Completed"]  # the second time from the run's record
         artifacts = [a for a in client.read_artifacts() if a.flow_run_id == run.id]
         gates = [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
         assert sorted(a.key for a in artifacts if a.key) == sorted(["migration-report", "migration-plan", "migration-plans", "drift-digits-cloud",
-                                                                    "model-adaptation", "model-metrics", "parity", "failure-summary", *gates])
+                                                                    "model-adaptation", "model-metrics", "parity", "failure-summary",
+                                                                    "cloud-choice", "cloud-comparison", "cloud-chart", *gates])
         tables = {a.key: json.loads(a.data) for a in artifacts if a.type == "table"}
         costs = [row["total_cost"] for row in tables["migration-plans"]]
         assert costs == sorted(costs) and {"lift-shift", "waves", "greedy", "exact"} <= {row["method"] for row in tables["migration-plans"]}
@@ -154,7 +156,9 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
     versions = {o.key.split("/versions/")[1].split("/")[0] for o in store.list("lepton-demo", f"{PREFIX}/registry/") if "/versions/" in o.key}
     assert len(versions) == 2 and sum(v.startswith("onprem-") for v in versions) == 1  # the on-prem model and one candidate
     report = next(Path(user_env["LEPTON_HOME"]).glob("runs/*/report.md"))
-    assert "- status: **ok**" in report.read_text() and (report.parent / "FAILURE.md").is_file()
+    text = report.read_text()
+    assert "- status: **ok**" in text and (report.parent / "FAILURE.md").is_file()
+    assert "| chosen | compared in this run |" in text  # the retry kept the first attempt's cloud, as it was chosen
 
 
 @pytest.mark.parametrize("slots", ["0", "x"])

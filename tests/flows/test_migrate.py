@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId
@@ -58,15 +59,25 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
     assert "| target validation | ok | 3 datasets passed (19 expectations) |" in text
     gates = sorted(a.key for a in artifacts if a.key and a.key.startswith("validation-"))
     assert gates == [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
-    assert set(task_runs(flow_run_id)) == {"check-spec", "reach-object-store", "write-run-report", "migrate-digits-onprem",
+    assert set(task_runs(flow_run_id)) == {"check-spec", "choose-cloud", "reach-object-store", "write-run-report", "migrate-digits-onprem",
                                            "migrate-digits-cloud", "migrate-request-log", "validate-source-digits-onprem",
                                            "validate-source-digits-cloud", "validate-source-request-log",
                                            "validate-target-digits-onprem", "validate-target-digits-cloud", "validate-target-request-log",
                                            "drift-digits-cloud-vs-digits-onprem", "publish-data-docs", "plan-migration",
                                            "adapt-model", "integrate", "prepare-optimization", "measure-eager-fp32",
                                            "finish-optimization"}
-    # profiles and Data Docs are in the run's folder; the Data Docs also next to the data; drift is reported
+    # the cloud: the demo leaves the provider open; every bundled cloud planned and priced, the
+    # recommended one taken (the embedded store stands in for any cloud's), its table and chart
     run = report.parent
+    choice = json.loads((run / "cloud" / "comparison.json").read_text())
+    chosen = choice["chosen"]
+    assert chosen == choice["recommended"] and len(choice["options"]) == 6
+    assert re.search(rf"\| cloud choice \| ok \| {chosen} of 6 candidates: \$[\d,]+ over 12 months \|", text)
+    assert f"| moved to | {chosen}: prices as of " in text and "less than the runner-up" in text
+    assert "| chosen | compared in this run |" in text
+    assert "![Candidate clouds: cost over the horizon and one-off cost](cloud/clouds.png)" in text
+    assert {"cloud-choice", "cloud-comparison", "cloud-chart"} <= {a.key for a in artifacts}
+    # profiles and Data Docs are in the run's folder; the Data Docs also next to the data; drift is reported
     assert sorted(p.name for p in (run / "profiles").iterdir()) == ["digits-cloud.json", "digits-onprem.json", "request-log.json"]
     assert json.loads((run / "profiles/digits-onprem.json").read_text())["classes"]["3"]["images"] == 183
     docs = sorted(p.name for p in (run / "data-docs").iterdir())
@@ -100,6 +111,8 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
                     planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT, optimizing=QUICK_OPTIMIZE, return_state=True)
     again_text = Path(again.result()).read_text()
     assert "(0 sent this run)" in again_text
+    # the second run of the same migration keeps the cloud the first one chose, without comparing again
+    assert f"| moved to | {chosen}: " in again_text and f"| chosen | kept from run {run.name} (" in again_text
     # the model: adapted on the cloud copy, registered; the second run reused the finished training
     version = re.search(r"\| registry \| s3://lepton-demo/flow-test/registry/digits-classifier/versions/(\w+)/ \(version \1\) \|", text).group(1)
     assert f"(version {version})" in again_text
@@ -121,8 +134,12 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
     cutover = json.loads(store.get_bytes("lepton-demo", f"{bundle}/cutover.json"))
     serving = json.loads(store.get_bytes("lepton-demo", f"{bundle}/serving.json"))
     assert cutover["endpoint"]["serving"] == serving["serving"] and serving["serving"]["runtime"] == "eager"
-    assert cutover["optimisation"]["placement"]["instance"] in {"m5.large", "c5.large", "c5.xlarge", "c5.2xlarge", "c5.4xlarge",
-                                                                "m5.xlarge", "m5.2xlarge", "m5.4xlarge", "r5.large", "r5.xlarge", "r5.2xlarge"}
+    # priced on the chosen cloud's catalogue, on a CPU instance (the test machine has no GPU)
+    from lepton_core.spec.catalogue import Catalogue, catalogue_path
+
+    catalogue = Catalogue.model_validate(yaml.safe_load(catalogue_path(chosen, run).read_text()))
+    placed = catalogue.instance(cutover["optimisation"]["placement"]["instance"])
+    assert placed.gpu == 0
     assert "--runtime eager" in cutover["steps"][0] and f"/versions/{version}/" in cutover["steps"][0]
     assert {"serving-trials", "serving-pareto", "serving-choice"} <= {a.key for a in artifacts}
 
