@@ -5,13 +5,21 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 STAMP  := $(VENV)/.lepton-installed
 
-.PHONY: demo test install clean-state
+.PHONY: demo test install browser clean-state
 
 demo: $(STAMP)  ## install (first time) and run the full migration on the bundled demo
 	$(VENV)/bin/lepton run
 
-test: $(STAMP)  ## install (first time) and run the test suite
+test: $(STAMP) browser  ## install (first time) and run the test suite
 	$(VENV)/bin/python -m pytest
+
+browser:  ## Debian's Chromium for the browser test of the Prefect UI, installed with apt-get (as root) when missing
+	@command -v chromium >/dev/null || { \
+	    if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else \
+	        echo "chromium is not installed (apt-get install chromium): the browser test of the UI will be skipped"; \
+	    fi; }
 
 install: $(STAMP)
 

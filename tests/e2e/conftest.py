@@ -35,9 +35,11 @@ def user_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 def prefect_server(user_env: dict[str, str]) -> Iterator[str]:
     """A `prefect server start` for one test; yields its API URL (``.../api``)."""
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=user_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     api = f"http://127.0.0.1:{port}/api"
+    # the UI it serves calls the API at this address (its default is port 4200)
+    server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                              env={**user_env, "PREFECT_UI_API_URL": api}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
