@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from lepton_core.spec.params import PlannerTraining
 from lepton_core.state import planner_dir
 from flows._run import failure_summary
+from tasks.artifacts import publish_chart
 from tasks.policies import gpu_slot
 
 
@@ -31,6 +32,7 @@ def train_policy_task(options: PlannerTraining, out_dir: str) -> dict:
     create_markdown_artifact(key="planner-training", description="PPO migration planner training", markdown=(
         f"# PPO migration planner\n\n- steps: {trained.global_step:,}\n- last mean episode cost: ${trained.final_cost:,.2f}\n"
         f"- policy: `{trained.policy}`\n- log: `{trained.log}`\n- learning curve: `{trained.curve}`\n"))
+    publish_chart(trained.curve, "planner-learning-curve", "PPO migration planner: mean episode cost against env steps")
     return {"policy": str(trained.policy), "global_step": trained.global_step, "final_cost": trained.final_cost,
             "curve": str(trained.curve)}
 

@@ -10,6 +10,7 @@ from prefect.runtime import flow_run
 
 from lepton_core.spec import LoadedSpec
 from lepton_core.spec.params import AdaptOptions
+from tasks.artifacts import publish_chart
 from tasks.policies import JITTER, TRANSIENT_DELAYS, TRANSIENT_RETRIES, gpu_slot, retry_if_transient
 
 
@@ -30,4 +31,5 @@ def adapt_model_task(loaded: LoadedSpec, options: AdaptOptions, state_root: str,
         {"model": name, "test split": split, "accuracy": round(m.accuracy, 4), "macro_f1": round(m.macro_f1, 4),
          "calibration_error": round(m.calibration_error, 4), "images": m.images}
         for split, table in (("target", result.metrics), ("source", result.on_source)) for name, m in table.items()])
+    publish_chart(result.curve, "adaptation-curve", f"{result.model}: validation accuracy while training")
     return result

@@ -10,17 +10,17 @@ split between two clouds. The comparison, its table and bar chart go into the ru
 
 from __future__ import annotations
 
-import base64
 import json
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lepton_core.choice.compare import Comparison, compare_clouds, comparison_lines, comparison_table
 from lepton_core.choice.record import read_record, write_record
 from lepton_core.fsutil import atomic_write_text
 from lepton_core.spec import LoadedSpec
+from tasks.artifacts import publish_chart
 
 
 @task(name="choose-cloud")
@@ -63,6 +63,5 @@ def choose_cloud_task(loaded: LoadedSpec, run_dir: str, run_name: str, seed: int
                              description=f"Cloud choice for {loaded.spec.name}")
     create_table_artifact(key="cloud-comparison", table=comparison_table(comparison),
                           description=f"Candidate clouds for {loaded.spec.name}, best first")
-    create_image_artifact(image_url="data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode(),
-                          key="cloud-chart", description=f"Cost of each candidate cloud for {loaded.spec.name}")
+    publish_chart(chart, "cloud-chart", f"Cost of each candidate cloud for {loaded.spec.name}")
     return loaded.with_cloud(chosen), comparison, how

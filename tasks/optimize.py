@@ -9,11 +9,10 @@ measurements back Cached; the study's journal keeps them across runs."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.artifacts import create_image_artifact, create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.context import TaskRunContext
 
 from lepton_core.optimize.harness import Measurement
@@ -22,6 +21,7 @@ from lepton_core.optimize.space import Candidate
 from lepton_core.optimize.study import StudyResult
 from lepton_core.spec import LoadedSpec
 from lepton_core.spec.params import OptimizeOptions
+from tasks.artifacts import publish_chart
 from tasks.policies import JITTER, TRANSIENT_DELAYS, TRANSIENT_RETRIES, retry_if_transient
 
 
@@ -64,10 +64,8 @@ def _artifacts(job: OptimizeJob, study: StudyResult) -> None:
     create_table_artifact(key="serving-trials", table=rows,
                           description=f"Serving configurations tried for {job.model} {job.version} ({study.stopped})")
     chart = Path(job.work_dir) / "pareto.png"
-    if chart.is_file():  # a data: URL, so the UI shows it with nothing else to reach
-        create_image_artifact(image_url="data:image/png;base64," + base64.b64encode(chart.read_bytes()).decode(),
-                              key="serving-pareto", description=f"Cost and p95 latency of {job.model} {job.version}'s "
-                                                                "serving configurations, with the Pareto front")
+    publish_chart(chart, "serving-pareto", f"Cost and p95 latency of {job.model} {job.version}'s serving "
+                                           "configurations, with the Pareto front")
 
 
 def _choice_markdown(r: OptimizationResult) -> str:

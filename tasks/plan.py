@@ -18,6 +18,7 @@ from lepton_core.sim.plan import Plan, cheapest, compare, comparison_lines, plan
 from lepton_core.spec import LoadedSpec
 from lepton_core.spec.params import PlanOptions
 from lepton_core.state import planner_dir
+from tasks.artifacts import publish_chart
 
 
 @task(name="plan-migration")
@@ -44,6 +45,7 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
     create_markdown_artifact(key="migration-plan", markdown="```\n" + "\n".join(text) + "\n```\n",
                              description=f"Migration plan for {loaded.spec.name}")
     create_table_artifact(key="migration-plans", table=plan_table(plans), description=f"Every plan for {loaded.spec.name}, cheapest first")
+    publish_chart(out / "gantt.png", "migration-gantt", f"The {best.method} plan for {loaded.spec.name}, service by service")
     return plans
 
 

@@ -142,7 +142,8 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
         gates = [f"validation-{side}-{d}" for side in ("source", "target") for d in ("digits-cloud", "digits-onprem", "request-log")]
         assert sorted(a.key for a in artifacts if a.key) == sorted(["migration-report", "migration-plan", "migration-plans", "drift-digits-cloud",
                                                                     "model-adaptation", "model-metrics", "parity", "failure-summary",
-                                                                    "cloud-choice", "cloud-comparison", "cloud-chart", *gates])
+                                                                    "cloud-choice", "cloud-comparison", "cloud-chart", "migration-gantt",
+                                                                    "adaptation-curve", *gates])
         tables = {a.key: json.loads(a.data) for a in artifacts if a.type == "table"}
         costs = [row["total_cost"] for row in tables["migration-plans"]]
         assert costs == sorted(costs) and {"lift-shift", "waves", "greedy", "exact"} <= {row["method"] for row in tables["migration-plans"]}

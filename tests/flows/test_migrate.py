@@ -95,6 +95,10 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
     assert [p["method"] for p in plans] == ["lift-shift", "waves", "greedy", "exact"]
     assert plans[-1]["total_cost"] <= min(p["total_cost"] for p in plans[:-1])
     assert len(plans[-1]["schedule"]) == 12 and any(a.key == "migration-plan" for a in artifacts)
+    # the charts are image artifacts too, inlined so the UI shows them without reaching the worker
+    images = {a.key: a.data for a in artifacts if a.type == "image"}
+    assert {"migration-gantt", "adaptation-curve", "cloud-chart", "serving-pareto"} <= set(images)
+    assert all(data.startswith("data:image/png;base64,iVBORw0KGgo") for data in images.values())
     table = json.loads(next(a.data for a in artifacts if a.key == "migration-plans"))
     assert [row["total_cost"] for row in table] == sorted(row["total_cost"] for row in table) and len(table) == len(plans)
     order = re.search(r"\| data moved in \| the plan's order: ([\w, -]+) \|", text).group(1).split(", ")

@@ -21,7 +21,9 @@ def test_train_planner_flow_trains_into_the_state_folder_and_resumes(flow_home: 
     assert (flow_home / "planner" / "learning_curve.png").is_file()
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["planner-training"])))
+        curves = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["planner-learning-curve"])))
     assert artifacts and "- steps: 1,024" in artifacts[-1].data
+    assert curves and curves[-1].type == "image" and curves[-1].data.startswith("data:image/png;base64,")
     longer = train_planner_flow(options.model_copy(update={"total_timesteps": 1536}))
     assert longer["global_step"] == 1536
     assert len((flow_home / "planner" / "progress.csv").read_text().splitlines()) == 1 + 3
