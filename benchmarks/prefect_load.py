@@ -8,7 +8,9 @@ own PREFECT_HOME), the work pools and limit (`deployments/setup.py`), the deploy
 object store), so each is a short flow run of its own process: the load is on the server, the
 workers and the machine's two cores.
 
-Run: .venv/bin/python benchmarks/prefect_load.py [--runs 50] [--workers 2] [--limit 2]
+Run: .venv/bin/python benchmarks/prefect_load.py [--runs 50] [--workers 2] [--limit 2] [--database-url URL]
+(``--database-url postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB``: the server on PostgreSQL
+instead of SQLite; the database must exist and be empty.)
 The last line printed is one JSON object.
 """
 
@@ -37,6 +39,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--limit", type=int, default=2, help="flow runs one worker runs at once")
     parser.add_argument("--deadline", type=float, default=3600, help="seconds to wait for the runs to drain")
+    parser.add_argument("--database-url", default=None, help="the server's database (default: SQLite in its PREFECT_HOME)")
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="lepton-load-"))
@@ -52,8 +55,9 @@ def main() -> None:
     procs: list[subprocess.Popen] = []
     logs = []
     try:
+        server_env = {**env, "PREFECT_API_DATABASE_CONNECTION_URL": args.database_url} if args.database_url else env
         procs.append(subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+                                      env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -99,7 +103,8 @@ def main() -> None:
     completed = counts.get("Completed", 0)
     print(f"{args.runs} runs of validate on {args.workers} workers (at most {args.limit} runs each): "
           f"{dict(counts)}; created in {created_s:.1f} s, drained in {drain_s:.1f} s")
-    print(json.dumps({"runs": args.runs, "workers": args.workers, "limit_per_worker": args.limit, "completed": completed,
+    database = args.database_url.split(":", 1)[0].split("+", 1)[0] if args.database_url else "sqlite"
+    print(json.dumps({"runs": args.runs, "workers": args.workers, "limit_per_worker": args.limit, "database": database, "completed": completed,
                       "not_completed": args.runs - completed,
                       "states": dict(counts), "create_s": round(created_s, 1), "drain_s": round(drain_s, 1),
                       "runs_per_min": round(completed / drain_s * 60, 1), "machine": f"{platform.machine()}, {os.cpu_count()} cores",

@@ -3,9 +3,14 @@ real `prefect server start` on a free 127.0.0.1 port with its own PREFECT_HOME."
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -31,15 +36,18 @@ def user_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         EmbeddedStore(tmp_path / "home" / "store").down()
 
 
-@pytest.fixture
-def prefect_server(user_env: dict[str, str]) -> Iterator[str]:
-    """A `prefect server start` for one test; yields its API URL (``.../api``)."""
+@contextlib.contextmanager
+def running_prefect_server(env: dict[str, str], database_url: str | None = None) -> Iterator[str]:
+    """A `prefect server start` on a free 127.0.0.1 port (SQLite in its PREFECT_HOME, or the
+    database at ``database_url``); yields its API URL (``.../api``) and stops it afterwards."""
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     # the UI it serves calls the API at this address (its default is port 4200)
+    server_env = {**env, "PREFECT_UI_API_URL": api}
+    if database_url:
+        server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env={**user_env, "PREFECT_UI_API_URL": api}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -56,5 +64,75 @@ def prefect_server(user_env: dict[str, str]) -> Iterator[str]:
         stop_group(server)
 
 
+@pytest.fixture
+def prefect_server(user_env: dict[str, str]) -> Iterator[str]:
+    """A `prefect server start` (SQLite) for one test; yields its API URL (``.../api``)."""
+    with running_prefect_server(user_env) as api:
+        yield api
+
+
 def lepton(args: list[str], env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "flows.cli", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A private PostgreSQL cluster (Debian's postgresql package) on a free 127.0.0.1 port, in a
+    folder of its own under /tmp, with an empty database; yields its asyncpg URL for Prefect.
+    As root the cluster runs as the package's `postgres` user (PostgreSQL refuses to run as root)."""
+    initdbs = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not initdbs:
+        if os.environ.get("CI"):
+            pytest.fail("Debian's postgresql is not installed (make test installs it as root)")
+        pytest.skip("Debian's postgresql is not installed (apt-get install postgresql)")
+    bindir = initdbs[-1].parent
+    data = Path(tempfile.mkdtemp(prefix="lepton-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(data, owner.pw_uid, owner.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+
+    def run(*args: str) -> None:
+        proc = subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "server.log"), "-w",
+        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start")
+    try:
+        run(str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "prefect")
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def psql(database_url: str, query: str) -> str:
+    """One query's result (unaligned, no headers) from the database at ``database_url`` (as above)."""
+    m = re.match(r"postgresql\+asyncpg://(\w+)@([\d.]+):(\d+)/(\w+)$", database_url)
+    bindir = sorted(Path("/usr/lib/postgresql").glob("*/bin/psql"))[-1].parent
+    proc = subprocess.run([str(bindir / "psql"), "-h", m.group(2), "-p", m.group(3), "-U", m.group(1), "-d", m.group(4), "-tAc", query],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def deploy_one(env: dict[str, str], repo: Path, name: str) -> None:
+    """The pools and limit, then one deployment of ``deployments/prefect.yaml``, on the server ``env`` names."""
+    for cmd in ([sys.executable, "deployments/setup.py"],
+                [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", name]):
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def without_schedules(client, deployment_id) -> None:
+    """Turn the deployment's schedules off and delete the runs they made, so that a test sees only
+    the runs it starts, whatever the hour."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    for schedule in client.read_deployment_schedules(deployment_id):
+        client.update_deployment_schedule(deployment_id, schedule.id, active=False)
+    for run in client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))):
+        client.delete_flow_run(run.id)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import stop_group
+from tests.e2e.conftest import deploy_one, stop_group, without_schedules
 from tests.e2e.test_deployments import REPO, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -40,20 +40,13 @@ def test_a_run_started_from_the_ui_form_completes(demo_data: Path, user_env: dic
 
     env = {**user_env, "PREFECT_API_URL": prefect_server, "PREFECT_SERVER_EPHEMERAL_ENABLED": "false",
            "LEPTON_PROJECT_DIR": str(REPO), "PREFECT_WORKER_QUERY_SECONDS": "1"}
-    for cmd in ([sys.executable, "deployments/setup.py"],
-                [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
-                 "--name", "validate-nightly"]):
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+    deploy_one(env, REPO, "validate-nightly")
     ui = prefect_server.removesuffix("/api")
     run_name = f"ui-{uuid.uuid4().hex[:8]}"
 
     with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("validate/validate-nightly")
-        for schedule in client.read_deployment_schedules(deployment.id):  # only the run started here, whatever the hour
-            client.update_deployment_schedule(deployment.id, schedule.id, active=False)
-        for run in client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))):
-            client.delete_flow_run(run.id)
+        without_schedules(client, deployment.id)  # only the run started here, whatever the hour
 
         log = open(tmp_path / "worker.log", "w")
         worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu", "--limit", "1"],
