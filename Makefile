@@ -25,6 +25,15 @@ system:  ## Debian packages the end-to-end tests use (Chromium for the UI test, 
 	    fi; \
 	fi
 
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "lepton needs Python 3.11 or newer, found " + sys.version.split()[0])'
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
 clean-state:  ## stop the embedded store and delete the state folder (.lepton)
 	-$(VENV)/bin/lepton store down
 	rm -rf .lepton
