@@ -200,18 +200,12 @@ def plan(
     cloud: Annotated[Optional[str], typer.Option(help="Plan on this one of the spec's cloud_choice.candidates (default: the target's catalogue; the first candidate when the provider is auto).")] = None,
 ) -> None:
     """Plan the migration of the spec's services in the simulator and print the plan and its cost."""
-    from lepton_core.errors import UsageError
     from lepton_core.sim.plan import cheapest, compare, comparison_lines, make_plan, plan_lines
     from lepton_core.sim.scenario import from_spec
     from lepton_core.spec import load_spec
 
     loaded = load_spec(spec)
-    try:
-        catalogue = loaded.candidate(cloud) if cloud else None
-    except KeyError:
-        raise UsageError(f"--cloud {cloud!r}: not one of the spec's cloud_choice.candidates "
-                         f"({', '.join(loaded.spec.cloud_choice.candidates)})") from None
-    scenario = from_spec(loaded, link=link, seed=seed, catalogue=catalogue)
+    scenario = from_spec(loaded, link=link, seed=seed, catalogue=loaded.candidate(cloud) if cloud else None)
     from lepton_core.planner.planner import find_policy
 
     agent = find_policy(policy, required=method is Method.ppo or policy is not None)

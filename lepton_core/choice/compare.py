@@ -26,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from lepton_core.errors import UsageError
+from lepton_core.sim.exact import solve
 from lepton_core.sim.plan import Plan, cheapest, compare
 from lepton_core.sim.scenario import DAY, Scenario, from_spec
 from lepton_core.spec import Catalogue, LoadedSpec
@@ -157,8 +158,8 @@ def plan_on(loaded: LoadedSpec, catalogue: Catalogue, *, policy=None, exact_max_
     pinned = [s.name for s in loaded.spec.services if s.instance_type and s.instance_type not in catalogue.instance_names]
     if pinned:
         notes.append(f"pins not held here (no such instance type): {', '.join(pinned)}")
-    if exact_seconds > 0 and scenario.n <= exact_max_workloads:
-        plans = compare(scenario, exact=True, time_limit_s=exact_seconds, policy=policy)
+    if exact_seconds > 0 and scenario.n <= exact_max_workloads:  # started from the cheapest plan already made
+        plans = [*plans, solve(scenario, time_limit_s=exact_seconds, hint=cheapest(plans)).plan]
     plan = cheapest(plans)
     return scenario, link_name, plan, {p.method: round(p.outcome.total_cost, 2) for p in plans}, tuple(notes)
 
@@ -269,11 +270,7 @@ def compare_clouds(loaded: LoadedSpec, refs: list[str] | None = None, objective:
     refs = list(refs or choice.candidates)
     options = []
     for ref in refs:
-        try:
-            catalogue = loaded.candidate(ref)
-        except KeyError:
-            raise UsageError(f"{ref!r} is not one of the spec's cloud_choice.candidates "
-                             f"({', '.join(choice.candidates)})") from None
+        catalogue = loaded.candidate(ref)
         _, link, plan, plans, notes = plan_on(loaded, catalogue, policy=policy, exact_max_workloads=choice.exact_max_workloads,
                                                exact_seconds=choice.exact_seconds, seed=seed)
         options.append(price(loaded, ref, catalogue, link, plan, plans, notes))

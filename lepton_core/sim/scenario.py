@@ -124,11 +124,10 @@ def from_spec(loaded: LoadedSpec, link: str | None = None, seed: int = 0, horizo
 @functools.cache
 def bundled_catalogue():
     """The catalogue lepton ships (``aws-us-east-1``), for generated scenarios (read once)."""
-    import yaml
+    from lepton_core.spec.catalogue import catalogue_path
+    from lepton_core.spec.loader import read_catalogue
 
-    from lepton_core.spec.catalogue import Catalogue, catalogue_path
-
-    return Catalogue.model_validate(yaml.safe_load(catalogue_path("aws-us-east-1", Path(".")).read_text()))
+    return read_catalogue(catalogue_path("aws-us-east-1", Path(".")))
 
 
 # -- seeded, counter-based randomness -------------------------------------------------------------

@@ -69,10 +69,10 @@ class LoadedSpec:
         return self.spec.target.provider == "auto"
 
     def candidate(self, ref: str) -> Catalogue:
-        """The loaded catalogue of one of ``spec.cloud_choice.candidates``; KeyError if it is not one."""
+        """The loaded catalogue of one of ``spec.cloud_choice.candidates``; UsageError if it is not one."""
         refs = self.spec.cloud_choice.candidates
         if ref not in refs or len(self.candidates) != len(refs):
-            raise KeyError(ref)
+            raise UsageError(f"{ref!r} is not one of the spec's cloud_choice.candidates ({', '.join(refs)})")
         return self.candidates[refs.index(ref)]
 
     def with_cloud(self, ref: str) -> LoadedSpec:
@@ -274,7 +274,7 @@ def _load_catalogue(ref: str, spec_path: Path, where: tuple, lines: dict) -> Cat
     path = catalogue_path(ref, spec_path.resolve().parent)
     if not path.is_file():
         raise SpecError([SpecProblem(str(spec_path), where, _line(where, lines), f"catalogue file not found: {path}")])
-    return _read_catalogue(path)
+    return read_catalogue(path)
 
 
 @functools.lru_cache(maxsize=64)
@@ -283,7 +283,7 @@ def _parse_catalogue(path: Path, mtime_ns: int, size: int) -> Catalogue:
     return validate_model(Catalogue, data, cat_lines, str(path))
 
 
-def _read_catalogue(path: Path) -> Catalogue:
+def read_catalogue(path: Path) -> Catalogue:
     """A catalogue file, checked; read again only when it changes (every spec load reads each candidate)."""
     stat = path.stat()
     return _parse_catalogue(path.resolve(), stat.st_mtime_ns, stat.st_size)
