@@ -4,6 +4,7 @@ directory: nothing is read from or written to the developer's ``.lepton`` or ``~
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,12 @@ os.environ["PREFECT_HOME"] = str(_SESSION_TMP / "prefect")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["LEPTON_HOME"] = str(_SESSION_TMP / "lepton-home")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session folder (demo data, Prefect home, the embedded store's files) goes with the session,
+    after the session fixtures have stopped their servers: a test run leaves nothing on the disk."""
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
