@@ -15,8 +15,12 @@ from lepton_core.spec import LoadedSpec
 from tasks.policies import JITTER, TRANSIENT_DELAYS, TRANSIENT_RETRIES, retry_if_transient
 
 
+_ARTIFACTS: dict[tuple[str, str], object] = {}  # (task run id, dataset) -> its progress artifact's id
+
+
 class ArtifactProgress:
-    """A Prefect progress artifact for one dataset, updated at most once a second."""
+    """A Prefect progress artifact for one dataset, updated at most once a second. A retry of the
+    same task run (which runs in the same process) carries on with the artifact it made first."""
 
     def __init__(self, dataset: str) -> None:
         self.dataset = dataset
@@ -27,8 +31,17 @@ class ArtifactProgress:
         self._id = None
 
     def start(self, files: int, nbytes: int) -> None:
+        from prefect.context import TaskRunContext
+
         self._total = max(nbytes, 1)
-        self._id = create_progress_artifact(progress=0.0, description=f"Copying {self.dataset}: {files} files, {nbytes / 1e6:.1f} MB")
+        ctx = TaskRunContext.get()
+        key = (str(ctx.task_run.id) if ctx else "", self.dataset)
+        if ctx and key in _ARTIFACTS:
+            self._id = _ARTIFACTS[key]
+            update_progress_artifact(artifact_id=self._id, progress=0.0)
+            return
+        self._id = _ARTIFACTS[key] = create_progress_artifact(
+            progress=0.0, description=f"Copying {self.dataset}: {files} files, {nbytes / 1e6:.1f} MB")
 
     def advance(self, files: int, nbytes: int) -> None:
         with self._lock:

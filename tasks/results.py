@@ -8,6 +8,12 @@ object store the data goes to, under ``PREFIX/_lepton/prefect-results/``, encryp
 asks, through lepton's own store client: the credentials come from where the run's other S3 calls
 get theirs (the embedded server's state folder, or boto3's chain), never from Prefect's database.
 
+The store may be down for a while mid-run (a restart, a network blip). Prefect does not retry a
+result write that fails: it logs it and the task's result is simply not kept, so a later Retry would
+run that task again; and a failed read counts as "not cached", so the task would run again now. Both
+therefore wait out transient store errors, with exponential backoff and jitter, for up to
+``RESULT_PATIENCE_S`` seconds; an object that is not there is answered at once.
+
 ``LeptonObjectStore`` is the Prefect storage block; ``persisted(task, storage)`` is a task that
 keeps its results there.
 """
@@ -16,16 +22,37 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Any
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from prefect.filesystems import WritableFileSystem
 from prefect._internal.compatibility.async_dispatch import async_dispatch
 from pydantic import Field
 
+from lepton_core.errors import is_transient
 from lepton_core.spec import TargetSpec
 
 RESULTS_DIR = "_lepton/prefect-results"
+RESULT_PATIENCE_S = 120.0  # how long a result read or write waits for a store that is down
+_log = logging.getLogger("prefect.lepton.results")
+T = TypeVar("T")
+
+
+def patiently(call: Callable[[], T], what: str) -> T:
+    """``call()``, tried again on transient errors (exponential backoff with jitter, 0.5 s to 10 s
+    apart) until it succeeds or ``RESULT_PATIENCE_S`` have passed; then its last error is raised."""
+    from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
+
+    def warn(state) -> None:
+        _log.warning("%s: %s; trying again in %.1f s", what, state.outcome.exception(), state.next_action.sleep)
+
+    for attempt in Retrying(retry=retry_if_exception(is_transient), stop=stop_after_delay(RESULT_PATIENCE_S),
+                            wait=wait_exponential_jitter(initial=0.5, max=10.0), before_sleep=warn, reraise=True):
+        with attempt:
+            return call()
+    raise AssertionError("unreachable")  # Retrying either returns the call's value or raises
 
 
 class LeptonObjectStore(WritableFileSystem):
@@ -53,7 +80,8 @@ class LeptonObjectStore(WritableFileSystem):
     @async_dispatch(aread_path)
     def read_path(self, path: str) -> bytes:
         """The stored bytes; ``ObjectNotFound`` (which Prefect reads as "not cached") when absent."""
-        return self._store().get_bytes(self.bucket, self._key(path))
+        key = self._key(path)
+        return patiently(lambda: self._store().get_bytes(self.bucket, key), f"read result s3://{self.bucket}/{key}")
 
     async def awrite_path(self, path: str, content: bytes) -> str:
         return await anyio.to_thread.run_sync(self.write_path, path, content)
@@ -61,7 +89,7 @@ class LeptonObjectStore(WritableFileSystem):
     @async_dispatch(awrite_path)
     def write_path(self, path: str, content: bytes) -> str:
         key = self._key(path)
-        self._store().put_bytes(self.bucket, key, content)
+        patiently(lambda: self._store().put_bytes(self.bucket, key, content), f"write result s3://{self.bucket}/{key}")
         return key
 
 

@@ -206,10 +206,11 @@ class EmbeddedStore:
         )
 
     def settings(self) -> StoreSettings:
-        """How to reach the running server; StoreError when it is not running."""
+        """How to reach the running server; StoreError when it is not running (transient: in a run,
+        whose first task started it, that is an outage or a restart, and it may be back soon)."""
         st = self.status()
         if not st.running:
-            raise StoreError("the embedded object store is not running; start it with `lepton store up`")
+            raise StoreError("the embedded object store is not running; start it with `lepton store up`", transient=True)
         key_id, secret = self.credentials()
         return StoreSettings(endpoint_url=st.endpoint_url, region=REGION, access_key_id=key_id, secret_access_key=secret)
 

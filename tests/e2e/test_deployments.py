@@ -3,9 +3,11 @@
 
 One test, in the order on-call staff live it: the `migrate` deployment runs on the demo with a
 broken on-prem checkpoint, so it fails at the model's adaptation after the data has moved; the
-object store is stopped and started again meanwhile; the checkpoint is fixed and the run retried
-with ``prefect flow-run retry`` (what the UI's Retry button does). The retried run must complete
-with every task that had finished coming back Cached, and nothing sent or registered twice.
+object store is stopped mid-run, as soon as the first dataset is in, and started again ten seconds
+later, while the other copies, their checks and the task results still need it; the checkpoint is
+fixed and the run retried with ``prefect flow-run retry`` (what the UI's Retry button does). The
+retried run must complete with every task that had finished coming back Cached, and nothing sent or
+registered twice.
 """
 
 from __future__ import annotations
@@ -38,13 +40,27 @@ def wait_for(client, flow_run_id, terminal: set[str], deadline_s: float):
         time.sleep(2)
 
 
-def latest_states(client, flow_run_id) -> dict[str, list[str]]:
-    """Task run names (without Prefect's numeric suffix) -> state names, oldest first."""
+def task_runs(client, flow_run_id) -> list:
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 
-    runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+    return client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run_id])))
+
+
+def wait_for_task(client, flow_run_id, prefix: str, state: str, deadline_s: float):
+    """Poll until a task run of the flow run whose name starts with ``prefix`` is in ``state``."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        runs = [r for r in task_runs(client, flow_run_id) if r.name.startswith(prefix) and r.state and r.state.name == state]
+        if runs:
+            return runs[0]
+        assert time.monotonic() < deadline, f"no {prefix}* task run {state} after {deadline_s:.0f} s"
+        time.sleep(0.25)
+
+
+def latest_states(client, flow_run_id) -> dict[str, list[str]]:
+    """Task run names (without Prefect's numeric suffix) -> state names, oldest first."""
     out: dict[str, list[str]] = {}
-    for r in sorted(runs, key=lambda r: r.created):
+    for r in sorted(task_runs(client, flow_run_id), key=lambda r: r.created):
         name = r.name if r.name.startswith(("migrate-", "validate-", "drift-")) else r.name.rsplit("-", 1)[0]
         out.setdefault(name, []).append(r.state.name if r.state else "?")
     return out
@@ -104,6 +120,19 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
                 "spec": {"path": str(spec)}, "target": {"prefix": PREFIX}, "planning": {"exact_seconds": 2},
                 "adapting": {"max_epochs": 1, "compare_scratch": False},
                 "optimizing": {"enabled": False}})  # serving optimisation: tests/flows/test_optimize.py
+
+            # the object store goes down mid-run, once the first dataset is in, and is started again
+            # ten seconds later (unless a task of the run started it first: lepton starts its
+            # embedded store when a task needs it and finds it down, as it would reach a cloud's again)
+            store_dir = Path(user_env["LEPTON_HOME"]) / "store"
+            wait_for_task(client, run.id, "migrate-", "Completed", 600)
+            assert EmbeddedStore(store_dir).down()
+            assert client.read_flow_run(run.id).state.type.value == "RUNNING"
+            waiting = [r.name for r in task_runs(client, run.id) if r.state and not r.state.is_final()]
+            assert any(n.startswith(("migrate-", "validate-target-")) for n in waiting), waiting  # copies, checks need it
+            time.sleep(10)
+            EmbeddedStore(store_dir).up()
+
             failed = wait_for(client, run.id, {"FAILED", "CRASHED", "COMPLETED"}, 900)
             assert failed.state.type.value == "FAILED", (tmp_path / "worker.log").read_text()[-3000:]
             first = latest_states(client, run.id)
@@ -115,13 +144,9 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
             summary = next(a for a in client.read_artifacts() if a.key == "failure-summary" and a.flow_run_id == run.id)
             assert "`adapt-model-" in summary.data.split("## Failed")[1].split("##")[0] and "press **Retry**" in summary.data
 
-            store_dir = Path(user_env["LEPTON_HOME"]) / "store"
             store = ObjectStore(EmbeddedStore(store_dir).settings())
             before = {o.key: (o.etag, o.last_modified) for o in store.list("lepton-demo", f"{PREFIX}/datasets/")}
-            assert len(before) == 3595 + 3  # the data and each dataset's manifest
-            # the object store goes down and comes back between the attempts
-            assert EmbeddedStore(store_dir).down()
-            EmbeddedStore(store_dir).up()
+            assert len(before) == 3595 + 3  # the data and each dataset's manifest, whole after the outage
 
             checkpoint.write_bytes(good)  # fixed; on-call presses Retry
             retry = subprocess.run([sys.executable, "-m", "prefect", "flow-run", "retry", str(run.id)], env=env,
