@@ -100,7 +100,8 @@ def resnet18_224(seed: int = 0) -> tuple[Path, Path, tuple[str, ...]]:
 
 
 def study(name: str, ckpt: Path, folder: Path, classes, slo_ms: float, args, work: Path) -> dict:
-    from lepton_core.optimize.harness import HarnessSettings, eval_set_from_folder, reference
+    from lepton_core.data.inventory import sha256_file
+    from lepton_core.optimize.harness import HarnessSettings, eval_set_from_folder, reference, write_calibration
     from lepton_core.optimize.run import OptimizeJob
     from lepton_core.optimize.space import machine_cores
     from lepton_core.optimize.study import StudySettings, run_study
@@ -110,8 +111,10 @@ def study(name: str, ckpt: Path, folder: Path, classes, slo_ms: float, args, wor
     ref = reference(ckpt, evalset)
     harness = HarnessSettings(slo_p95_ms=slo_ms, step_seconds=args.step_seconds, max_steps=args.max_steps)
     settings = StudySettings(trials=args.trials, patience=args.patience, seed=args.seed)
+    work.mkdir(parents=True, exist_ok=True)
+    calibration = write_calibration(folder, classes, ckpt, work / f"{name}-calibration.npy")  # the train split's
     job = OptimizeJob(name, "bench", False, str(ckpt), "-", evalset, ref, harness, settings, machine_cores(), name,
-                      str(work / f"{name}.journal"), str(work / name))
+                      str(work / f"{name}.journal"), str(work / name), calibration, sha256_file(calibration))
     catalogue = load_spec(DATA / "transfer-demo" / "spec.yaml").catalogue  # the bundled aws-us-east-1 prices
     t0 = time.perf_counter()
     result = run_study(name, job.journal, job.measure, catalogue, device="cpu", cores=job.cores, settings=settings,

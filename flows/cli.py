@@ -346,6 +346,7 @@ class Precision(str, enum.Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+    int8 = "int8"
 
 
 class Strategy(str, enum.Enum):
@@ -433,6 +434,33 @@ def _model_file(model: str, spec: Optional[Path]) -> tuple[Path, str, str]:
     return registry.fetch(version, state_dir() / "cache" / "registry"), m.group(2), m.group(3)
 
 
+def _calibration_file(value: str, spec: Optional[Path]) -> str:
+    """int8's calibration images: a local .npy, or an s3:// URI (a cutover bundle's) fetched into the
+    state folder's cache through the spec's target store (boto3's chain without a spec)."""
+    import hashlib
+
+    from lepton_core.errors import UsageError
+
+    if not value.startswith("s3://"):
+        if not Path(value).is_file():
+            raise UsageError(f"--calibration {value}: no such file")
+        return value
+    from lepton_core.state import state_dir
+    from lepton_core.store import ObjectStore, StoreSettings
+    from lepton_core.store.objectstore import S3Uri
+
+    uri = S3Uri.parse(value)
+    if spec is not None:
+        from lepton_core.store.target import open_store
+
+        store = open_store(_settled_spec(spec).spec.target, state_dir(), start=False)
+    else:
+        store = ObjectStore(StoreSettings())
+    path = state_dir() / "cache" / "calibration" / f"{hashlib.sha256(value.encode()).hexdigest()[:16]}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(store.download_file(uri.bucket, uri.key, path))
+
+
 @app.command()
 @guarded
 def serve(
@@ -444,7 +472,8 @@ def serve(
     batch_timeout: Annotated[float, typer.Option(min=0.0001, max=10, help="Seconds to wait to fill a batch (at 0 LitServe would busy-poll).")] = 0.005,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Model processes per device.")] = 1,
     runtime: Annotated[Runtime, typer.Option(help="eager PyTorch, torch.compile, or ONNX Runtime.")] = Runtime.eager,
-    precision: Annotated[Precision, typer.Option(help="fp32; bf16 where the hardware has it; fp16 on a GPU.")] = Precision.fp32,
+    precision: Annotated[Precision, typer.Option(help="fp32; bf16 where the hardware has it; fp16 on a GPU; int8 (ONNX Runtime, CPU) with --calibration.")] = Precision.fp32,
+    calibration: Annotated[Optional[str], typer.Option(help="int8: the calibration images (.npy, or the s3:// URI in a cutover bundle) it is quantized on.")] = None,
     channels_last: Annotated[bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format for the convolutions.")] = False,
     threads: Annotated[int, typer.Option(min=0, max=1024, help="Threads per worker (0: the library's default).")] = 0,
     serving_config: Annotated[Optional[Path], typer.Option(help="A serving.json from `lepton optimize`: its configuration replaces the options above.")] = None,
@@ -469,8 +498,13 @@ def serve(
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"--serving-config {serving_config}: not a lepton serving.json ({exc})") from None
     else:
+        if precision is Precision.int8 and not calibration:
+            raise UsageError("--precision int8 needs --calibration (the .npy of images it is quantized on; `lepton optimize` writes one)")
         config = ServeConfig(max_batch_size=max_batch_size, batch_timeout=batch_timeout, workers=workers, threads=threads,
-                             runtime=runtime.value, precision=precision.value, channels_last=channels_last)
+                             runtime=runtime.value, precision=precision.value, channels_last=channels_last,
+                             calibration=calibration or "")
+    if config.precision == "int8":
+        config = dataclasses.replace(config, calibration=_calibration_file(config.calibration, spec))
     import torch
 
     reason = unsupported(config.runtime, config.precision, config.channels_last, "cuda" if torch.cuda.is_available() else "cpu")

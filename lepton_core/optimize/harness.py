@@ -58,6 +58,30 @@ def eval_set_from_folder(root: str | Path, classes: tuple[str, ...], limit: int 
     return EvalSet(tuple((Path(root) / i.rel).read_bytes() for i in items), tuple(i.label for i in items), name)
 
 
+def write_calibration(root: str | Path, classes: tuple[str, ...], checkpoint: str | Path, path: str | Path,
+                      limit: int = 64, name: str = "calibration") -> str:
+    """Up to ``limit`` images of the folder's train split (never the test split the evaluation set
+    comes from), the same ones every time, preprocessed as the server preprocesses requests and
+    saved at ``path`` (.npy, float32, (n, 3, S, S)) for int8 quantization. Returns the path, or ""
+    when the folder has no train split (int8 is then skipped)."""
+    import numpy as np
+    from PIL import Image
+
+    from lepton_core.fsutil import atomic_write_bytes
+    from lepton_core.transfer.checkpoint import load_checkpoint
+    from lepton_core.transfer.data import _unit, index_splits
+
+    items = sorted(index_splits(Path(root), classes, name)["train"], key=lambda i: _unit("calibration", i.rel))[:limit]
+    if not items:
+        return ""
+    _, meta = load_checkpoint(checkpoint)
+    images = meta.preprocess.tensor([Image.open(Path(root) / i.rel) for i in items]).numpy().astype(np.float32)
+    buf = io.BytesIO()
+    np.save(buf, images, allow_pickle=False)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return str(path)
+
+
 @dataclass(frozen=True)
 class Reference:
     """The checkpoint served as it was trained (eager, fp32) on the evaluation set."""
@@ -282,12 +306,15 @@ def rate_at_slo(step_at, first_rate: float, settings: HarnessSettings) -> tuple[
 
 
 def measure(checkpoint: str | Path, candidate: Candidate, evalset: EvalSet, ref: Reference, settings: HarnessSettings,
-            work_dir: str | Path) -> Measurement:
-    """Measure ``candidate`` serving ``checkpoint``; see the module's docstring."""
+            work_dir: str | Path, calibration: str = "") -> Measurement:
+    """Measure ``candidate`` serving ``checkpoint``; see the module's docstring. ``calibration``: the
+    .npy of images int8 is quantized on (see ``write_calibration``)."""
     from lepton_core.serving.client import ModelClient, ServerError, ServerProcess
 
     cores = candidate.cores(machine_cores())
     reason = unsupported(candidate.runtime, candidate.precision, candidate.channels_last, settings.device)
+    if reason is None and candidate.precision == "int8" and not calibration:
+        reason = "no calibration images for int8 (the target dataset has no train split)"
     if reason:
         return Measurement(candidate, SKIPPED, reason, cores)
     work = Path(work_dir)
@@ -295,7 +322,7 @@ def measure(checkpoint: str | Path, candidate: Candidate, evalset: EvalSet, ref:
     key = hashlib.sha256(json.dumps(candidate.record(), sort_keys=True).encode()).hexdigest()[:10]
     log = work / f"server-{key}.log"
     log.unlink(missing_ok=True)
-    server = ServerProcess(checkpoint, name="optimize", version=key, config=candidate.serve_config(), log=log,
+    server = ServerProcess(checkpoint, name="optimize", version=key, config=candidate.serve_config(calibration), log=log,
                            start_timeout=settings.start_timeout)
     t0 = time.perf_counter()
     server.launch()
@@ -311,7 +338,7 @@ def measure(checkpoint: str | Path, candidate: Candidate, evalset: EvalSet, ref:
         result.warm_up_s = _setup_times(log)
         with ModelClient(server.url, timeout=60) as client:
             answers: list[int] = []
-            chunk = min(32, candidate.serve_config().max_images)
+            chunk = min(32, candidate.serve_config(calibration).max_images)
             for start in range(0, len(evalset.images), chunk):
                 answers += [p["index"] for p in client.predict(list(evalset.images[start:start + chunk]))]
             n = max(1, len(answers))

@@ -50,15 +50,18 @@ class OptimizeJob:
     study_name: str
     journal: str
     work_dir: str
+    calibration: str = ""  # int8's calibration images (.npy), "" when the data has no train split
+    calibration_sha256: str = ""
 
     def key(self, candidate: Candidate) -> str:
-        """What a measurement depends on: the checkpoint, the configuration, the harness, the images."""
+        """What a measurement depends on: the checkpoint, the configuration, the harness, the images
+        (and, for int8, the calibration images)."""
         blob = json.dumps([self.checkpoint_sha256, candidate.record(), self.harness.digest(), self.evalset.digest(),
-                           self.cores], sort_keys=True)
+                           self.cores] + ([self.calibration_sha256] if candidate.precision == "int8" else []), sort_keys=True)
         return "serving-" + hashlib.sha256(blob.encode()).hexdigest()[:32]
 
     def measure(self, candidate: Candidate) -> Measurement:
-        return measure(self.checkpoint, candidate, self.evalset, self.ref, self.harness, self.work_dir)
+        return measure(self.checkpoint, candidate, self.evalset, self.ref, self.harness, self.work_dir, self.calibration)
 
 
 def _device(choice: str) -> str:
@@ -93,7 +96,7 @@ def prepare(loaded: LoadedSpec, model: str | None, options: OptimizeOptions, sta
     """Resolve what is tuned and how it is measured. ``model``: a registered version (name or URI),
     a local checkpoint file, or None for the version holding ``candidate``."""
     from lepton_core.data.inventory import sha256_file
-    from lepton_core.optimize.harness import eval_set_from_folder
+    from lepton_core.optimize.harness import eval_set_from_folder, write_calibration
     from lepton_core.registry import Registry
     from lepton_core.store.target import open_store
     from lepton_core.transfer.adapt import dataset_images
@@ -129,8 +132,10 @@ def prepare(loaded: LoadedSpec, model: str | None, options: OptimizeOptions, sta
         journal.unlink()
     work = Path(out_dir) / "optimize"
     work.mkdir(parents=True, exist_ok=True)
+    calibration = write_calibration(images.root, spec.model.classes, checkpoint, work / "calibration.npy")
     return OptimizeJob(spec.model.name, version, registered, str(checkpoint), sha, evalset, ref, harness, study, cores,
-                       f"{spec.model.name}-{version}-{ident}", str(journal), str(work))
+                       f"{spec.model.name}-{version}-{ident}", str(journal), str(work), calibration,
+                       sha256_file(calibration) if calibration else "")
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,7 @@ def finish(loaded: LoadedSpec, job: OptimizeJob, study: StudyResult, state_root:
     chosen = best.record()
     serving = {"format": "lepton-serving/1", "model": job.model, "version": job.version,
                "chosen_at": dt.datetime.now(dt.timezone.utc).isoformat(), "device": job.harness.device,
-               "serving": asdict(best.measurement.candidate.serve_config()), "measurement": chosen["measurement"],
+               "serving": asdict(best.measurement.candidate.serve_config(job.calibration)), "measurement": chosen["measurement"],
                "placement": chosen["placement"], "slo_p95_ms": job.harness.slo_p95_ms,
                "speedup_vs_baseline": speedup, "cost_ratio_vs_baseline": cost_ratio, "study": job.study_name,
                "command": serve_command(job, best.measurement.candidate)}
@@ -223,7 +228,8 @@ def serve_command(job: OptimizeJob, c: Candidate) -> list[str]:
     cmd = ["lepton", "serve", "MODEL_URI", "--host", "0.0.0.0", "--port", "8000", "--runtime", c.runtime,
            "--precision", c.precision, "--max-batch-size", str(c.max_batch_size),
            "--batch-timeout", f"{c.batch_timeout_ms / 1000:g}", "--workers", str(c.workers), "--threads", str(c.threads)]
-    return cmd + (["--channels-last"] if c.channels_last else [])
+    return (cmd + (["--channels-last"] if c.channels_last else [])
+            + (["--calibration", job.calibration] if c.precision == "int8" else []))
 
 
 def update_bundle(loaded: LoadedSpec, job: OptimizeJob, serving: dict, out: Path, state_root: str | Path) -> str:
@@ -238,6 +244,11 @@ def update_bundle(loaded: LoadedSpec, job: OptimizeJob, serving: dict, out: Path
     store = open_store(spec.target, Path(state_root), start=True)
     prefix = "/".join(p for p in (spec.target.prefix, "cutover", job.model, job.version) if p)
     out.mkdir(parents=True, exist_ok=True)
+    if serving["serving"]["precision"] == "int8":  # the calibration images go with the bundle: int8 is quantized on them
+        calibration = f"s3://{spec.target.bucket}/{prefix}/calibration.npy"
+        store.put_file(spec.target.bucket, f"{prefix}/calibration.npy", serving["serving"]["calibration"])
+        serving = {**serving, "serving": {**serving["serving"], "calibration": calibration},
+                   "command": [calibration if a == serving["serving"]["calibration"] else a for a in serving["command"]]}
     files = {"serving.json": json.dumps(serving, indent=2)}
     try:
         cutover = json.loads(store.get_bytes(spec.target.bucket, f"{prefix}/cutover.json"))

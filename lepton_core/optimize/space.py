@@ -2,7 +2,7 @@
 catalogue's instances.
 
 A configuration is what ``ServeConfig`` tunes: runtime (eager, torch.compile, ONNX Runtime),
-precision, memory format, LitServe's batch size and batching timeout, threads per worker and
+precision (int8 through ONNX Runtime's quantization on a CPU), memory format, LitServe's batch size and batching timeout, threads per worker and
 workers. The instance type is the last choice of the space, and it is made exactly rather than
 sampled: once a configuration's throughput at the SLO is measured, every instance of the
 catalogue is priced for it (as many replicas of the measured server as the instance's vCPUs, or
@@ -32,12 +32,14 @@ class Candidate:
     threads: int = 0
     workers: int = 1
 
-    def serve_config(self):
+    def serve_config(self, calibration: str = ""):
+        """The server's configuration; ``calibration`` (a .npy of preprocessed images) is used by int8 alone."""
         from lepton_core.serving.server import ServeConfig
 
         return ServeConfig(max_batch_size=self.max_batch_size, batch_timeout=self.batch_timeout_ms / 1000,
                            workers=self.workers, threads=self.threads, runtime=self.runtime,
-                           precision=self.precision, channels_last=self.channels_last)
+                           precision=self.precision, channels_last=self.channels_last,
+                           calibration=calibration if self.precision == "int8" else "")
 
     def canonical(self) -> Candidate:
         """The same configuration with the fields that make no difference set to their defaults: the
@@ -72,7 +74,8 @@ def first_guesses(device: str, cores: int) -> list[Candidate]:
     precision on a GPU). They are measured like any other, so a wrong guess costs one trial."""
     if device_kind(device) == "cuda":
         return [Candidate(precision="fp16", channels_last=True, max_batch_size=32, batch_timeout_ms=5, threads=cores)]
-    return [Candidate(runtime="onnx", max_batch_size=8, batch_timeout_ms=5, threads=cores)]
+    return [Candidate(runtime="onnx", max_batch_size=8, batch_timeout_ms=5, threads=cores),
+            Candidate(runtime="onnx", precision="int8", max_batch_size=8, batch_timeout_ms=5, threads=cores)]
 
 
 def machine_cores() -> int:
@@ -83,10 +86,11 @@ def machine_cores() -> int:
 
 
 def space(device: str, cores: int) -> dict[str, tuple]:
-    """The choices for each field on this device (fp16 only where a GPU serves)."""
+    """The choices for each field on this device (fp16 only where a GPU serves, int8 only on a CPU)."""
     threads = sorted({t for t in (1, 2, 4, 8, cores) if t <= cores})
     workers = tuple(w for w in (1, 2, 4) if w <= max(1, cores))
-    precisions = PRECISIONS if device_kind(device) == "cuda" else tuple(p for p in PRECISIONS if p != "fp16")
+    gpu = device_kind(device) == "cuda"
+    precisions = tuple(p for p in PRECISIONS if p != ("int8" if gpu else "fp16"))
     return {"runtime": RUNTIMES, "precision": precisions, "channels_last": (False, True), "max_batch_size": BATCH_SIZES,
             "batch_timeout_ms": BATCH_TIMEOUTS_MS, "threads": tuple(threads), "workers": workers}
 

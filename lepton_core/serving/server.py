@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 import litserve as ls
+import numpy as np
 import torch
 
 from lepton_core.serving.protocol import PREDICT_PATH, CheckRequests
@@ -35,8 +36,9 @@ class ServeConfig:
     max_bytes: int = 8 * 1024 * 1024  # request body
     threads: int = 0  # torch (or ONNX Runtime) threads per worker (0: the library's default)
     runtime: str = "eager"  # eager, compile (torch.compile) or onnx (ONNX Runtime); see serving.runtime
-    precision: str = "fp32"  # fp32, bf16 or fp16 (GPU)
+    precision: str = "fp32"  # fp32, bf16, fp16 (GPU) or int8 (ONNX Runtime on the CPU)
     channels_last: bool = False  # NHWC memory format for the convolutions
+    calibration: str = ""  # int8: a .npy of preprocessed images (n, 3, S, S) that fix the activation ranges
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -49,6 +51,8 @@ class ServeConfig:
         for name in ("max_batch_size", "workers", "max_images", "max_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"serving {name} is {getattr(self, name)}; at least 1")
+        if self.precision == "int8" and not self.calibration:
+            raise ValueError("serving precision int8 needs calibration images (calibration: a .npy file)")
         if self.threads < 0 or self.batch_timeout <= 0:
             raise ValueError("serving threads must be >= 0 and batch_timeout > 0")
 
@@ -70,9 +74,10 @@ class ClassifierAPI(ls.LitAPI):
             torch.set_num_threads(self.config.threads)
         net, meta = load_network(self.checkpoint)
         c = self.config
+        calibration = torch.from_numpy(np.load(c.calibration, allow_pickle=False)) if c.precision == "int8" else None
         self.run, warm = build_runner(net, runtime=c.runtime, precision=c.precision, channels_last=c.channels_last,
                                       device=device, input_size=meta.input_size, max_batch_size=c.max_batch_size,
-                                      threads=c.threads)
+                                      threads=c.threads, calibration=calibration)
         self.meta = meta
         # One line the optimisation harness reads from the server's log: set-up and warm-up (compile) time.
         print(f"{SETUP_MARK} " + json.dumps({"device": device, "setup_s": round(time.perf_counter() - t0, 3),

@@ -57,11 +57,15 @@ def test_the_flow_continues_its_study_and_its_choice_meets_the_slo_again(demo_fu
     pareto = next(a for a in artifacts if a.key == "serving-pareto")
     assert pareto.data.startswith("data:image/png;base64,")
     # the choice, measured again: its server serves half its measured rate within the SLO
+    from lepton_core.serving.server import ServeConfig
+
     chosen = Candidate(**result["serving"])
     _, evalset, _ = evaluation
     (flow_home / "again").mkdir()
-    rate = json.loads((sorted((flow_home / "runs").iterdir())[-1] / "optimize" / "serving.json").read_text())["measurement"]["rate_rps"]
-    with ServerProcess(onprem, config=chosen.serve_config(), log=flow_home / "again" / "chosen.log") as server:
+    serving = json.loads((sorted((flow_home / "runs").iterdir())[-1] / "optimize" / "serving.json").read_text())
+    config, rate = ServeConfig(**serving["serving"]), serving["measurement"]["rate_rps"]
+    assert (config.runtime, config.precision, config.max_batch_size) == (chosen.runtime, chosen.precision, chosen.max_batch_size)
+    with ServerProcess(onprem, config=config, log=flow_home / "again" / "chosen.log") as server:
         step = load_step(server.url + "/predict", request_bodies(evalset, 8, flow_home / "again" / "bodies"), rate / 2,
                          HarnessSettings(slo_p95_ms=150, step_seconds=2.0, min_requests=20))
     assert step["errors"] == 0 and step["latency_ms"]["p95"] <= 150

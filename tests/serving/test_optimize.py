@@ -4,11 +4,12 @@ reason (never a crash); the load is open-loop. The flow and its study: tests/flo
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from lepton_core.optimize.harness import (OK, REJECTED, SKIPPED, HarnessSettings, load_step,
+from lepton_core.optimize.harness import (OK, REJECTED, SKIPPED, HarnessSettings, load_step, write_calibration,
                                           measure, request_bodies)
 from lepton_core.optimize.space import Candidate
 from lepton_core.serving.client import ServerProcess
@@ -56,6 +57,42 @@ def test_what_cannot_run_is_skipped_with_its_reason(onprem: Path, evaluation, tm
     assert dead.status == SKIPPED and dead.reason and dead.rate_rps == 0.0
 
 
+def test_int8_is_quantized_on_the_training_split_and_keeps_the_answers(onprem: Path, evaluation, demo_full: Path,
+                                                                       tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+
+    from lepton_core.serving.runtime import build_runner
+    from lepton_core.transfer.checkpoint import load_network
+
+    _, evalset, ref = evaluation
+    root = demo_full.parent / "data" / "digits-onprem"
+    net, meta = load_network(onprem)
+    calibration = write_calibration(root, tuple(meta.classes), onprem, tmp_path / "calibration.npy", limit=48)
+    images = torch.from_numpy(np.load(calibration))
+    assert images.shape == (48, 3, meta.input_size, meta.input_size)
+    assert write_calibration(root, tuple(meta.classes), onprem, tmp_path / "again.npy", limit=48)  # the same images each time
+    assert (tmp_path / "again.npy").read_bytes() == (tmp_path / "calibration.npy").read_bytes()
+    with pytest.raises(RuntimeError, match="int8 needs calibration images"):
+        build_runner(net, runtime="onnx", precision="int8", channels_last=False, device="cpu", input_size=meta.input_size,
+                     max_batch_size=2)
+    int8, _ = build_runner(net, runtime="onnx", precision="int8", channels_last=False, device="cpu",
+                           input_size=meta.input_size, max_batch_size=2, calibration=images)
+    fp32, _ = build_runner(net, runtime="onnx", precision="fp32", channels_last=False, device="cpu",
+                           input_size=meta.input_size, max_batch_size=2)
+    out8, out32 = int8(images), fp32(images)
+    assert out8.shape == out32.shape and torch.allclose(out8.sum(dim=1), torch.ones(len(images)), atol=1e-4)
+    assert not torch.equal(out8, out32)  # really quantized: not the fp32 network's numbers
+    assert (out8.argmax(1) == out32.argmax(1)).float().mean() >= 0.95
+
+    settings = HarnessSettings(slo_p95_ms=150, **QUICK)
+    served = measure(onprem, Candidate(runtime="onnx", precision="int8", threads=1), evalset, ref, settings, tmp_path,
+                     calibration)
+    assert served.status == OK and served.agreement >= 0.95 and served.rate_rps > 0, served.reason
+    none = measure(onprem, Candidate(runtime="onnx", precision="int8"), evalset, ref, settings, tmp_path)
+    assert none.status == SKIPPED and "calibration" in none.reason
+
+
 def test_load_steps_count_from_when_requests_were_due(onprem: Path, evaluation, tmp_path: Path) -> None:
     """Open loop: past the server's capacity latency grows with the backlog instead of the generator
     slowing down to match the server."""
@@ -70,3 +107,37 @@ def test_load_steps_count_from_when_requests_were_due(onprem: Path, evaluation, 
     answered_rps = flood["ok"] / (flood["window"][1] - flood["window"][0])
     assert flood["requests"] == 250 * 2 and flood["achieved_rps"] > 1.3 * answered_rps, (flood, answered_rps)
     assert flood["latency_ms"]["p95"] > 4 * easy["latency_ms"]["p95"]
+
+
+def test_an_int8_choice_ships_its_calibration_images_with_the_bundle(demo_data: Path, state_root: Path, tmp_path: Path) -> None:
+    """The cutover bundle of an int8 choice carries the images it was quantized on, and the serve
+    command names them by their s3:// URI, which `lepton serve` fetches."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from flows.cli import _calibration_file
+    from lepton_core.choice.record import settled
+    from lepton_core.optimize.run import update_bundle
+    from lepton_core.spec import load_spec
+    from lepton_core.store import EmbeddedStore
+    from lepton_core.state import store_dir
+    from lepton_core.store.target import open_store
+
+    loaded = settled(load_spec(demo_data))
+    local = tmp_path / "calibration.npy"
+    np.save(local, np.random.default_rng(0).random((4, 3, 8, 8), dtype=np.float32))
+    serving = {"serving": {"precision": "int8", "runtime": "onnx", "calibration": str(local)},
+               "command": ["lepton", "serve", "MODEL_URI", "--precision", "int8", "--calibration", str(local)]}
+    try:
+        uri = update_bundle(loaded, SimpleNamespace(model="digits", version="v1"), serving, tmp_path / "out", state_root)
+        store = open_store(loaded.spec.target, state_root, start=True)
+        bucket, prefix = uri.removeprefix("s3://").split("/", 1)
+        written = json.loads(store.get_bytes(bucket, f"{prefix}serving.json"))
+        shipped = f"{uri}calibration.npy"
+        assert written["serving"]["calibration"] == shipped and written["command"][-2:] == ["--calibration", shipped]
+        assert store.get_bytes(bucket, f"{prefix}calibration.npy") == local.read_bytes()
+        fetched = _calibration_file(shipped, demo_data)  # what `lepton serve --serving-config serving.json` does
+        assert Path(fetched).read_bytes() == local.read_bytes() and Path(fetched).is_relative_to(state_root)
+    finally:
+        EmbeddedStore(store_dir(state_root)).down()

@@ -116,3 +116,14 @@ def test_serving_a_model_that_does_not_exist_is_a_clear_error(tmp_path: Path) ->
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'missing.pt'}: no such checkpoint file"
     proc = subprocess.run([*lepton, "serve", "s3://bucket/not/a/version"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "not a registered version (expected s3://BUCKET/ROOT/MODEL/versions/VERSION/)" in proc.stderr
+
+
+def test_int8_without_its_calibration_images_is_a_clear_error(demo_full: Path, tmp_path: Path) -> None:
+    lepton = [sys.executable, "-c", "from flows.cli import main; main()"]
+    ckpt = str(demo_full.parent / "models" / "onprem-resnet18.pt")
+    proc = subprocess.run([*lepton, "serve", ckpt, "--runtime", "onnx", "--precision", "int8"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        "error: --precision int8 needs --calibration (the .npy of images it is quantized on; `lepton optimize` writes one)")
+    proc = subprocess.run([*lepton, "serve", ckpt, "--runtime", "onnx", "--precision", "int8", "--calibration", str(tmp_path / "none.npy")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: --calibration {tmp_path / 'none.npy'}: no such file"

@@ -84,6 +84,18 @@ def test_what_a_cpu_cannot_run_is_named():
     assert "bf16" in unsupported("onnx", "bf16", False, "cpu")
     assert "unknown runtime" in unsupported("tensorrt", "fp32", False, "cpu")
     assert unsupported("eager", "fp32", True, "cpu") is None
+    assert "runtime onnx" in unsupported("eager", "int8", False, "cpu")  # int8 is ONNX Runtime's quantization
+    assert unsupported("onnx", "int8", False, "cpu") is None
+
+
+def test_int8_is_searched_on_a_cpu_and_needs_calibration_images():
+    from lepton_core.serving.server import ServeConfig
+
+    assert "int8" in space("cpu", 2)["precision"] and "fp16" not in space("cpu", 2)["precision"]
+    assert Candidate(runtime="onnx", precision="int8").serve_config("cal.npy").calibration == "cal.npy"
+    assert Candidate(runtime="onnx").serve_config("cal.npy").calibration == ""  # fp32 ignores it
+    with pytest.raises(ValueError, match="int8 needs calibration images"):
+        ServeConfig(runtime="onnx", precision="int8")
 
 
 def _fake_measure(cores: int = 2):
@@ -155,8 +167,11 @@ def test_a_trial_an_interrupted_run_left_running_is_measured_again(tmp_path):
     run_study("s", journal, measure, _catalogue(), device="cpu", cores=2, settings=StudySettings(trials=1, patience=50))
     study = optuna.load_study(study_name="s", storage=_storage(journal))
     wanted = Candidate(runtime="onnx", max_batch_size=8, batch_timeout_ms=5, threads=1, workers=2)
+    dists = {k: CategoricalDistribution(v) for k, v in space("cpu", 2).items()}
+    for _ in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):  # the first guesses: out of the way
+        study.tell(study.ask(dists), state=optuna.trial.TrialState.FAIL)
     study.enqueue_trial(wanted.record())
-    study.ask({k: CategoricalDistribution(v) for k, v in space("cpu", 2).items()})  # then the run "dies"
+    study.ask(dists)  # then the run "dies"
     n = len(calls)
     run_study("s", journal, measure, _catalogue(), device="cpu", cores=2, settings=StudySettings(trials=2, patience=50))
     assert calls[n] == wanted
