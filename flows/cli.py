@@ -402,6 +402,16 @@ def adapt(
         typer.echo(f"registered: {result['registry_uri']} (version {result['version']})")
 
 
+def _spec_store(spec: Optional[Path]):
+    """The object store an s3:// URI given to `serve` lives in: the spec's target (its endpoint and
+    credentials) when a spec is given, else boto3's chain."""
+    from lepton_core.state import state_dir
+    from lepton_core.store import ObjectStore, StoreSettings
+    from lepton_core.store.target import open_store
+
+    return open_store(_settled_spec(spec).spec.target, state_dir(), start=False) if spec is not None else ObjectStore(StoreSettings())
+
+
 def _model_file(model: str, spec: Optional[Path]) -> tuple[Path, str, str]:
     """A lepton checkpoint to serve, with its name and version: a local file, or a registered
     version's s3:// URI (``.../MODEL/versions/VERSION/``), fetched and checked against its card."""
@@ -416,19 +426,13 @@ def _model_file(model: str, spec: Optional[Path]) -> tuple[Path, str, str]:
 
     from lepton_core.registry import Registry
     from lepton_core.state import state_dir
-    from lepton_core.store import ObjectStore, StoreSettings
     from lepton_core.store.objectstore import S3Uri
 
     uri = S3Uri.parse(model.rstrip("/").removesuffix("/model.pt"))
     m = re.fullmatch(r"(?:(.*)/)?([^/]+)/versions/([^/]+)", uri.key)
     if not m:
         raise UsageError(f"{model}: not a registered version (expected s3://BUCKET/ROOT/MODEL/versions/VERSION/)")
-    if spec is not None:
-        from lepton_core.store.target import open_store
-
-        store = open_store(_settled_spec(spec).spec.target, state_dir(), start=False)
-    else:
-        store = ObjectStore(StoreSettings())
+    store = _spec_store(spec)
     registry = Registry(store, uri.bucket, m.group(1) or "")
     version = registry.get(m.group(2), m.group(3))
     return registry.fetch(version, state_dir() / "cache" / "registry"), m.group(2), m.group(3)
@@ -446,19 +450,28 @@ def _calibration_file(value: str, spec: Optional[Path]) -> str:
             raise UsageError(f"--calibration {value}: no such file")
         return value
     from lepton_core.state import state_dir
-    from lepton_core.store import ObjectStore, StoreSettings
     from lepton_core.store.objectstore import S3Uri
 
     uri = S3Uri.parse(value)
-    if spec is not None:
-        from lepton_core.store.target import open_store
-
-        store = open_store(_settled_spec(spec).spec.target, state_dir(), start=False)
-    else:
-        store = ObjectStore(StoreSettings())
+    store = _spec_store(spec)
     path = state_dir() / "cache" / "calibration" / f"{hashlib.sha256(value.encode()).hexdigest()[:16]}.npy"
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(store.download_file(uri.bucket, uri.key, path))
+
+
+def _check_calibration(path: str, input_size: int) -> None:
+    """A clear error now, not a traceback in the server's worker: the file must be a .npy of
+    preprocessed images of the model's size."""
+    import numpy as np
+
+    from lepton_core.errors import UsageError
+
+    try:
+        images = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--calibration {path}: not a .npy of images ({exc})") from None
+    if images.ndim != 4 or images.shape[1:] != (3, input_size, input_size) or not len(images):
+        raise UsageError(f"--calibration {path}: images of shape {images.shape}; the model needs (n, 3, {input_size}, {input_size})")
 
 
 @app.command()
@@ -505,6 +518,7 @@ def serve(
                              calibration=calibration or "")
     if config.precision == "int8":
         config = dataclasses.replace(config, calibration=_calibration_file(config.calibration, spec))
+        _check_calibration(config.calibration, load_checkpoint(path)[1].input_size)
     import torch
 
     reason = unsupported(config.runtime, config.precision, config.channels_last, "cuda" if torch.cuda.is_available() else "cpu")

@@ -322,7 +322,8 @@ def measure(checkpoint: str | Path, candidate: Candidate, evalset: EvalSet, ref:
     key = hashlib.sha256(json.dumps(candidate.record(), sort_keys=True).encode()).hexdigest()[:10]
     log = work / f"server-{key}.log"
     log.unlink(missing_ok=True)
-    server = ServerProcess(checkpoint, name="optimize", version=key, config=candidate.serve_config(calibration), log=log,
+    config = candidate.serve_config(calibration)
+    server = ServerProcess(checkpoint, name="optimize", version=key, config=config, log=log,
                            start_timeout=settings.start_timeout)
     t0 = time.perf_counter()
     server.launch()
@@ -338,7 +339,7 @@ def measure(checkpoint: str | Path, candidate: Candidate, evalset: EvalSet, ref:
         result.warm_up_s = _setup_times(log)
         with ModelClient(server.url, timeout=60) as client:
             answers: list[int] = []
-            chunk = min(32, candidate.serve_config(calibration).max_images)
+            chunk = min(32, config.max_images)
             for start in range(0, len(evalset.images), chunk):
                 answers += [p["index"] for p in client.predict(list(evalset.images[start:start + chunk]))]
             n = max(1, len(answers))

@@ -127,3 +127,16 @@ def test_int8_without_its_calibration_images_is_a_clear_error(demo_full: Path, t
     proc = subprocess.run([*lepton, "serve", ckpt, "--runtime", "onnx", "--precision", "int8", "--calibration", str(tmp_path / "none.npy")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: --calibration {tmp_path / 'none.npy'}: no such file"
+    import numpy as np
+
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((4, 3, 8, 8), dtype=np.float32))  # not the model's 32x32
+    proc = subprocess.run([*lepton, "serve", ckpt, "--runtime", "onnx", "--precision", "int8", "--calibration", str(wrong)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"error: --calibration {wrong}: images of shape (4, 3, 8, 8); the model needs (n, 3, 32, 32)")
+    text = tmp_path / "text.npy"
+    text.write_text("not numpy")
+    proc = subprocess.run([*lepton, "serve", ckpt, "--runtime", "onnx", "--precision", "int8", "--calibration", str(text)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: --calibration {text}: not a .npy of images") and len(proc.stderr.strip().splitlines()) == 1
