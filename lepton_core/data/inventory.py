@@ -17,15 +17,21 @@ from lepton_core.errors import UsageError
 HASH_CHUNK = 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceFile:
-    """One file of a dataset. ``rel`` is its path under the dataset root, with '/' separators."""
+    """One file of a dataset. ``rel`` is its path under the dataset root, with '/' separators;
+    ``fspath`` the path to open (a string: a Path per file is most of the cost of listing a large
+    folder, so ``path`` makes one only when asked)."""
 
     rel: str
-    path: Path
+    fspath: str
     size: int
     mtime_ns: int
     inode: int
+
+    @property
+    def path(self) -> Path:
+        return Path(self.fspath)
 
 
 def inventory(location: str | os.PathLike) -> list[SourceFile]:
@@ -37,36 +43,40 @@ def inventory(location: str | os.PathLike) -> list[SourceFile]:
     if root.is_file():
         st = root.stat()
         _check_readable(root)
-        return [SourceFile(root.name, root, st.st_size, st.st_mtime_ns, st.st_ino)]
+        return [SourceFile(root.name, str(root), st.st_size, st.st_mtime_ns, st.st_ino)]
     files: list[SourceFile] = []
-    stack = [root]
+    stack = [str(root)]
     cut = len(os.path.join(str(root), ""))  # scandir paths start with the root and a separator
+    slash = os.sep != "/"
     while stack:
         folder = stack.pop()
         try:
-            entries = list(os.scandir(folder))
+            with os.scandir(folder) as it:
+                entries = list(it)
         except PermissionError:
             raise UsageError(f"{folder}: folder is not readable") from None
         for entry in entries:
-            if entry.name.startswith(".") and entry.name.endswith(".part"):
+            name = entry.name
+            if name[0] == "." and name.endswith(".part"):
                 continue
             st = entry.stat()
             if stat.S_ISDIR(st.st_mode):
-                stack.append(Path(entry.path))
+                stack.append(entry.path)
             elif stat.S_ISREG(st.st_mode):
-                path = Path(entry.path)
+                path = entry.path
                 _check_readable(path)
-                files.append(SourceFile(entry.path[cut:].replace(os.sep, "/"), path, st.st_size, st.st_mtime_ns, st.st_ino))
+                rel = path[cut:].replace(os.sep, "/") if slash else path[cut:]
+                files.append(SourceFile(rel, path, st.st_size, st.st_mtime_ns, st.st_ino))
     files.sort(key=lambda f: f.rel)
     return files
 
 
-def _check_readable(path: Path) -> None:
+def _check_readable(path: str | os.PathLike) -> None:
     if not os.access(path, os.R_OK):
         raise UsageError(f"{path}: file is not readable")
 
 
-def sha256_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     try:
         with open(path, "rb", buffering=0) as f:
@@ -98,18 +108,18 @@ class HashCache:
         cached = {r[0]: r[1:] for r in rows}
         todo = []
         for f in files:
-            hit = cached.get(str(f.path))
+            hit = cached.get(f.fspath)
             if hit and hit[:3] == (f.size, f.mtime_ns, f.inode):
                 known[f.rel] = hit[3]
             else:
                 todo.append(f)
         if todo:
             with ThreadPoolExecutor(max_workers=threads) as pool:  # hashlib releases the GIL
-                digests = list(pool.map(lambda f: sha256_file(f.path), todo))
+                digests = list(pool.map(lambda f: sha256_file(f.fspath), todo))
             with self._conn:
                 self._conn.executemany(
                     "INSERT OR REPLACE INTO hashes VALUES (?, ?, ?, ?, ?)",
-                    [(str(f.path), f.size, f.mtime_ns, f.inode, d) for f, d in zip(todo, digests, strict=True)],
+                    [(f.fspath, f.size, f.mtime_ns, f.inode, d) for f, d in zip(todo, digests, strict=True)],
                 )
             known.update({f.rel: d for f, d in zip(todo, digests, strict=True)})
         return known

@@ -131,10 +131,15 @@ class ObjectStore:
             s3={"addressing_style": "path"} if settings.endpoint_url else {},
         )
         secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
+        from lepton_core.store.listing import FastListingParserFactory
+
         core = botocore.session.get_session()
-        # Timestamps stay the server's ISO 8601 strings: botocore's date parsing is most of the cost
-        # of listing thousands of objects, and lepton only compares them.
-        core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=str)
+        # Listings are read by converters compiled from the service model (see ``listing``), and
+        # timestamps stay the server's ISO 8601 strings: botocore's generic XML reading and its date
+        # parsing are most of the cost of listing thousands of objects, and lepton only compares them.
+        parsers = FastListingParserFactory()
+        parsers.set_parser_defaults(timestamp_parser=str)
+        core.register_component("response_parser_factory", parsers)
         self.client = boto3.session.Session(botocore_session=core).client(
             "s3",
             endpoint_url=settings.endpoint_url,

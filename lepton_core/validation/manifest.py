@@ -13,7 +13,7 @@ import pandas as pd
 from lepton_core.data.inventory import inventory
 from lepton_core.errors import UsageError
 from lepton_core.spec.models import DatasetSpec
-from lepton_core.validation.decode import describe_parallel
+from lepton_core.validation.decode import COLUMNS, describe_parallel
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
@@ -32,16 +32,17 @@ def scan_images(root: str | Path, dataset: DatasetSpec) -> ImageScan:
     (how many classes hold an image with these bytes)."""
     root = Path(root)
     files = inventory(root)
-    rows = []
     depth = 2 if dataset.splits else 1
+    paths, splits, classes, suffixes = [], [], [], []
     for f in files:
         parts = f.rel.split("/")
-        split = parts[0] if dataset.splits else ""
-        cls = parts[depth - 1] if len(parts) > depth else ""  # a file outside any class folder: class ""
-        rows.append({"path": f.rel, "split": split, "class": cls, "suffix": os.path.splitext(f.rel)[1].lower()})
-    described, histograms = describe_parallel([(str(f.path), row["class"]) for f, row in zip(files, rows, strict=True)])
-    table = pd.DataFrame([{**r, **d} for r, d in zip(rows, described, strict=True)],
-                         columns=["path", "split", "class", "suffix", "bytes", "sha256", "decodes", "width", "height", "mode", "error"])
+        paths.append(f.rel)
+        splits.append(parts[0] if dataset.splits else "")
+        classes.append(parts[depth - 1] if len(parts) > depth else "")  # a file outside any class folder: class ""
+        suffixes.append(os.path.splitext(f.rel)[1].lower())
+    described, histograms = describe_parallel([(f.fspath, cls) for f, cls in zip(files, classes, strict=True)])
+    table = pd.DataFrame({"path": paths, "split": splits, "class": classes, "suffix": suffixes, **described},
+                         columns=["path", "split", "class", "suffix", *COLUMNS])
     table["classes_with_same_hash"] = table.groupby("sha256")["class"].transform("nunique").astype("int64")
     return ImageScan(table, histograms)
 

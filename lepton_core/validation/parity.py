@@ -52,19 +52,20 @@ def parity_table(loaded: LoadedSpec, name: str, state_root: Path, store: ObjectS
         cache.close()
     listed = {o.key[len(prefix) + 1:]: o for o in store.list(spec.target.bucket, prefix + "/") if not o.key.endswith("/" + MANIFEST_NAME)}
     entries = {e.rel: e for e in manifest.objects}
-    rows = []
-    for rel in sorted(set(source) | set(entries) | set(listed)):
-        entry, obj = entries.get(rel), listed.get(rel)
-        rows.append({
-            "path": rel,
-            "in_source": rel in source,
-            "in_manifest": entry is not None,
-            "on_target": obj is not None,
-            "size_as_verified": bool(entry and obj and obj.size == entry.size),
-            "etag_as_verified": bool(entry and obj and obj.etag == entry.etag),
-            "hash_matches_source": bool(entry and rel in source and source[rel] == entry.sha256),
-        })
-    return pd.DataFrame(rows)
+    paths = sorted(source.keys() | entries.keys() | listed.keys())
+    entry = [entries.get(rel) for rel in paths]
+    obj = [listed.get(rel) for rel in paths]
+    sha = [source.get(rel) for rel in paths]
+    columns = {
+        "path": paths,
+        "in_source": [h is not None for h in sha],
+        "in_manifest": [e is not None for e in entry],
+        "on_target": [o is not None for o in obj],
+        "size_as_verified": [e is not None and o is not None and o.size == e.size for e, o in zip(entry, obj, strict=True)],
+        "etag_as_verified": [e is not None and o is not None and o.etag == e.etag for e, o in zip(entry, obj, strict=True)],
+        "hash_matches_source": [e is not None and h is not None and h == e.sha256 for e, h in zip(entry, sha, strict=True)],
+    }
+    return pd.DataFrame(columns)
 
 
 def _close(a: Any, b: Any) -> bool:

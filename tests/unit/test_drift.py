@@ -161,9 +161,13 @@ def test_worker_processes_describe_exactly_what_this_process_does(tmp_path: Path
     items = [(str(p), p.parent.name) for p in sorted((tmp_path / "imgs").rglob("*.png"))]
     here = decode.describe_all(items)
     monkeypatch.setattr(decode, "PROCESS_MIN_FILES", 0)
-    rows, histograms = decode.describe_parallel(items, workers=2)
-    assert rows == here[0] and histograms.keys() == here[1].keys()
+    columns, histograms = decode.describe_parallel(items, workers=2)
+    assert columns == here[0] and histograms.keys() == here[1].keys()
     assert all((histograms[k] == here[1][k]).all() for k in histograms)
-    by_name = {Path(p).name: r for (p, _), r in zip(items, rows, strict=True)}
+    for cls in ("a", "b"):  # the bulk-counted histograms are Pillow's own, summed over the class's decodable images
+        decodable = [p for p, c in items if c == cls and not p.endswith("broken.png")]
+        expected = sum(np.asarray(Image.open(p).convert("L").histogram(), dtype=np.int64) for p in decodable)
+        assert (histograms[cls] == expected).all()
+    by_name = {Path(p).name: {c: columns[c][i] for c in decode.COLUMNS} for i, (p, _) in enumerate(items)}
     assert by_name["really-a.jpg.png"]["decodes"] and by_name["really-a.jpg.png"]["mode"] == "L"  # found by content
     assert not by_name["broken.png"]["decodes"] and by_name["broken.png"]["error"]
