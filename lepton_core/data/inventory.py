@@ -103,8 +103,13 @@ class HashCache:
 
     def hashes(self, files: list[SourceFile], threads: int = 4) -> dict[str, str]:
         """``{rel: sha256}`` for ``files``; only new or changed files are read."""
-        known = {}
-        rows = self._conn.execute("SELECT path, size, mtime_ns, inode, sha256 FROM hashes").fetchall()
+        known: dict[str, str] = {}
+        if not files:
+            return known
+        # only the rows between these files' paths (the cache may hold many other datasets)
+        paths = [f.fspath for f in files]
+        rows = self._conn.execute("SELECT path, size, mtime_ns, inode, sha256 FROM hashes WHERE path BETWEEN ? AND ?",
+                                  (min(paths), max(paths))).fetchall()
         cached = {r[0]: r[1:] for r in rows}
         todo = []
         for f in files:
