@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,20 @@ def parity_table(loaded: LoadedSpec, name: str, state_root: Path, store: ObjectS
     spec = loaded.spec
     dataset = spec.dataset(name)
     prefix = dataset_prefix(spec.target.prefix, name)
-    manifest = read_manifest(store, spec.target.bucket, prefix)
-    if manifest is None:
-        raise ValidationFailed(GateResult(dataset=name, side="target", rows={}, seconds=0.0, checks=(CheckResult(
-            "copy", "manifest_exists", False, 1, (f"s3://{spec.target.bucket}/{prefix}/{MANIFEST_NAME}: no complete copy",)),)))
-    files = inventory(loaded.resolve(dataset.location))
-    cache = hash_cache(state_root)
-    try:
-        source = cache.hashes(files)
-    finally:
-        cache.close()
-    listed = {o.key[len(prefix) + 1:]: o for o in store.list(spec.target.bucket, prefix + "/") if not o.key.endswith("/" + MANIFEST_NAME)}
+    with ThreadPoolExecutor(1) as pool:  # the listing waits on the server while this thread reads the rest
+        listing = pool.submit(lambda: {o.key[len(prefix) + 1:]: o for o in store.list(spec.target.bucket, prefix + "/")
+                                       if not o.key.endswith("/" + MANIFEST_NAME)})
+        manifest = read_manifest(store, spec.target.bucket, prefix)
+        if manifest is None:
+            raise ValidationFailed(GateResult(dataset=name, side="target", rows={}, seconds=0.0, checks=(CheckResult(
+                "copy", "manifest_exists", False, 1, (f"s3://{spec.target.bucket}/{prefix}/{MANIFEST_NAME}: no complete copy",)),)))
+        files = inventory(loaded.resolve(dataset.location))
+        cache = hash_cache(state_root)
+        try:
+            source = cache.hashes(files)
+        finally:
+            cache.close()
+        listed = listing.result()
     entries = {e.rel: e for e in manifest.objects}
     paths = sorted(source.keys() | entries.keys() | listed.keys())
     entry = [entries.get(rel) for rel in paths]
