@@ -2,9 +2,11 @@
 baseline, which every study measures first), under the same latency SLO, on two models:
 
 - ``demo``: the demo's on-prem resnet18 (32x32 digits), evaluated on 200 of its on-prem test images;
-- ``resnet18_224``: a resnet18 at 224x224 (torchvision's standard stem) whose head is fitted to the
-  demo's digits scaled up to 224 pixels (the backbone is left at its seeded initialisation: no
-  weights are downloaded), evaluated on 200 held-out images.
+- ``resnet18_224``: a resnet18 at 224x224 (torchvision's standard stem) whose head is fitted to 600
+  of scikit-learn's digits scaled up to 224 pixels (the backbone is left at its seeded
+  initialisation: no weights are downloaded), evaluated on 1,000 of the other 1,197 (``--resnet-eval-images``).
+  On 200 images one image is half a point, the whole accuracy tolerance: an int8 model that agrees
+  with fp32 on 98% of images measured -1.0 point there and -0.3 on 997 others.
 
 Each study runs the real loop (Optuna TPE, seeded) with every configuration measured against
 the real model server under open-loop load from a separate process (``lepton_core.optimize``).
@@ -64,12 +66,16 @@ def resnet18_224(seed: int = 0) -> tuple[Path, Path, tuple[str, ...]]:
     dest = DATA / "serving-resnet18-224"
     ckpt, folder = dest / "resnet18-224.pt", dest / "images"
     classes = tuple(str(i) for i in range(10))
-    if ckpt.is_file():
+    marker = dest / f".complete-{seed}-v2"  # v2: every digit the head was not fitted to is a test image
+    if ckpt.is_file() and marker.is_file():
         return ckpt, folder, classes
+    import shutil
+
+    shutil.rmtree(dest, ignore_errors=True)
     digits = load_digits()
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(digits.images))
-    train, test = order[:600], order[600:800]
+    train, test = order[:600], order[600:]
     for split, idx in (("train", train), ("test", test)):
         for i in idx:
             img = Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8), "L").resize((224, 224), Image.BILINEAR)
@@ -96,10 +102,11 @@ def resnet18_224(seed: int = 0) -> tuple[Path, Path, tuple[str, ...]]:
     net.fc.weight.data.copy_(w)
     net.fc.bias.data.copy_(b)
     save_checkpoint(ckpt, net.state_dict(), CheckpointMeta("resnet18", classes, 224, pre))
+    marker.touch()
     return ckpt, folder, classes
 
 
-def study(name: str, ckpt: Path, folder: Path, classes, slo_ms: float, args, work: Path) -> dict:
+def study(name: str, ckpt: Path, folder: Path, classes, slo_ms: float, args, work: Path, eval_images: int = 200) -> dict:
     from lepton_core.data.inventory import sha256_file
     from lepton_core.optimize.harness import HarnessSettings, eval_set_from_folder, reference, write_calibration
     from lepton_core.optimize.run import OptimizeJob
@@ -107,7 +114,7 @@ def study(name: str, ckpt: Path, folder: Path, classes, slo_ms: float, args, wor
     from lepton_core.optimize.study import StudySettings, run_study
     from lepton_core.spec import load_spec
 
-    evalset = eval_set_from_folder(folder, classes, 200, name)
+    evalset = eval_set_from_folder(folder, classes, eval_images, name)
     ref = reference(ckpt, evalset)
     harness = HarnessSettings(slo_p95_ms=slo_ms, step_seconds=args.step_seconds, max_steps=args.max_steps)
     settings = StudySettings(trials=args.trials, patience=args.patience, seed=args.seed)
@@ -148,6 +155,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demo-slo", type=float, default=150.0, help="p95 SLO for the demo model, ms (the demo spec's)")
     parser.add_argument("--resnet-slo", type=float, default=500.0, help="p95 SLO for resnet18 at 224x224, ms")
+    parser.add_argument("--resnet-eval-images", type=int, default=1000, help="held-out images resnet18_224's accuracy is measured on")
     parser.add_argument("--only", choices=("demo", "resnet18_224"), default=None)
     args = parser.parse_args()
     out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
@@ -158,7 +166,8 @@ def main() -> None:
             out["demo"] = study("demo", *demo_checkpoint(), args.demo_slo, args, work)
         demo_checkpoint()  # the catalogue comes from the demo's spec
         if args.only in (None, "resnet18_224"):
-            out["resnet18_224"] = study("resnet18_224", *resnet18_224(args.seed), args.resnet_slo, args, work)
+            out["resnet18_224"] = study("resnet18_224", *resnet18_224(args.seed), args.resnet_slo, args, work,
+                                        eval_images=args.resnet_eval_images)
     main_model = out.get("resnet18_224") or out.get("demo")
     out["speedup_vs_default"] = main_model["speedup_vs_default"]
     out["accuracy_delta"] = main_model["accuracy_delta"]
