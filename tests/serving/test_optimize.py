@@ -32,17 +32,21 @@ def test_a_deliberately_slow_configuration_measures_slower(onprem: Path, evaluat
     _, evalset, ref = evaluation
     settings = HarnessSettings(slo_p95_ms=150, **QUICK)
     fast = measure(onprem, Candidate(threads=0), evalset, ref, settings, tmp_path)
-    # LitServe gathers a batch for up to batch_timeout: at a request or two a second, a request
-    # waits the rest of a 400 ms window (uniform: a median near 200 ms, a p95 near 400)
-    slow = measure(onprem, Candidate(max_batch_size=16, batch_timeout_ms=400), evalset, ref, settings, tmp_path)
+    # LitServe gathers a batch for up to batch_timeout: at a request or two a second, requests
+    # wait up to a 400 ms window (p95 near 400 ms; the median varies from step to step, 100-330 ms
+    # here); and no rate fills 64 images within the SLO (that takes over 400 requests/s)
+    slow = measure(onprem, Candidate(max_batch_size=64, batch_timeout_ms=400), evalset, ref, settings, tmp_path)
     assert fast.status == OK and fast.rate_rps > 0 and fast.latency_ms["p95"] <= 150
     assert fast.accuracy_delta == 0.0 and fast.agreement == 1.0  # eager fp32 is the reference itself
     assert fast.startup_s > 0 and fast.warm_up_s is not None and fast.peak_memory_mb > 100
     assert 0.2 < fast.cpu_cores <= 2.5 and fast.cores_used == fast.cpu_cores  # what its processes kept busy
     assert slow.status == REJECTED and slow.rate_rps == 0.0 and "over the SLO" in slow.reason
     steps = [(s["offered_rps"], s["latency_ms"]["p50"], s["latency_ms"]["p95"]) for s in slow.steps]
-    assert all(p50 > 150 and p95 >= 300 for _, p50, p95 in steps), steps  # even the median is over the SLO
-    assert all(s["latency_ms"]["p50"] < 150 for s in fast.steps if s["passed"])
+    fast_p50 = max(s["latency_ms"]["p50"] for s in fast.steps if s["passed"])
+    assert fast_p50 < 150
+    assert all(p95 > 150 for _, _, p95 in steps), steps  # every rate it was tried at broke the SLO
+    assert all(p50 > fast_p50 for _, p50, _ in steps), (steps, fast_p50)  # slower at every rate, median too
+    assert max(p95 for _, _, p95 in steps) >= 250, steps  # the window shows: requests wait most of 400 ms
 
 
 def test_what_cannot_run_is_skipped_with_its_reason(onprem: Path, evaluation, tmp_path: Path) -> None:
