@@ -46,8 +46,10 @@ def running_prefect_server(env: dict[str, str], database_url: str | None = None)
     server_env = {**env, "PREFECT_UI_API_URL": api}
     if database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    # its log beside its database, for a test's failure message (server_log_tail)
+    log = open(Path(env["PREFECT_HOME"]) / "server.log", "ab")
     server = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=server_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                              env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -62,6 +64,13 @@ def running_prefect_server(env: dict[str, str], database_url: str | None = None)
         yield api
     finally:
         stop_group(server)
+        log.close()
+
+
+def server_log_tail(env: dict[str, str], chars: int = 4000) -> str:
+    """The end of the log of the server that ``running_prefect_server(env)`` started."""
+    path = Path(env["PREFECT_HOME"]) / "server.log"
+    return path.read_text(errors="replace")[-chars:] if path.exists() else "(no server log)"
 
 
 @pytest.fixture
