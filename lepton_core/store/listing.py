@@ -12,13 +12,21 @@ Everything else (signing, retries, error answers, headers, response metadata, th
 ``EncodingType=url`` decoding boto3 applies afterwards) is botocore's, unchanged. A shape the
 converters do not cover (an XML attribute member, a list that is not flattened) is read by
 botocore's parser as before.
+
+Before parsing, botocore reads every S3 answer of status 200 a whole second time (a full XML
+parse) to find an error that S3 may send with status 200, or a body cut short, either of which it
+turns into a 500 to retry. ``handle_200_error`` keeps that check, but a listing page that begins
+with ``<ListBucketResult`` and ends with ``</ListBucketResult>`` is neither, and is passed without
+the second parse; any other answer is botocore's check as before.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
+from botocore import handlers
 from botocore.parsers import PROTOCOL_PARSERS, ResponseParserFactory, RestXMLParser
 
 FAST_SHAPES = frozenset({"ListObjectsV2Output"})
@@ -113,3 +121,28 @@ class FastListingParserFactory(ResponseParserFactory):
         if PROTOCOL_PARSERS[protocol_name] is RestXMLParser:
             return FastListingParser(**self._defaults)
         return super().create_parser(protocol_name)
+
+
+_BOTOCORE_200_CHECK = getattr(handlers, "_handle_200_error", None)  # botocore's own, a private name
+_LISTING_START = re.compile(rb"\s*(<\?xml[^>]*\?>\s*)?<ListBucketResult[\s>]")
+_LISTING_END = b"</ListBucketResult>"
+
+
+def handle_200_error(operation_model: Any, response_dict: dict, **kwargs: Any) -> None:
+    """botocore's check of an S3 answer of status 200 for an error or a cut-short body, except for a
+    listing page that is visibly whole (its root element opened at the start and closed at the end)."""
+    if operation_model.name == "ListObjectsV2" and response_dict and response_dict.get("status_code") == 200:
+        body = response_dict.get("body")
+        if isinstance(body, bytes) and body.rstrip().endswith(_LISTING_END) and _LISTING_START.match(body):
+            return
+    _BOTOCORE_200_CHECK(operation_model, response_dict, **kwargs)
+
+
+def use_quick_200_check(events: Any) -> bool:
+    """Put ``handle_200_error`` in the place of botocore's check in a client's event emitter;
+    False (botocore's check stays) when this botocore has no such check."""
+    if _BOTOCORE_200_CHECK is None:
+        return False
+    events.unregister("before-parse.s3.*", _BOTOCORE_200_CHECK)
+    events.register_first("before-parse.s3.*", handle_200_error)
+    return True

@@ -131,7 +131,7 @@ class ObjectStore:
             s3={"addressing_style": "path"} if settings.endpoint_url else {},
         )
         secret = settings.secret_access_key.get_secret_value() if settings.secret_access_key else None
-        from lepton_core.store.listing import FastListingParserFactory
+        from lepton_core.store.listing import FastListingParserFactory, use_quick_200_check
 
         core = botocore.session.get_session()
         # Listings are read by converters compiled from the service model (see ``listing``), and
@@ -148,6 +148,7 @@ class ObjectStore:
             aws_secret_access_key=secret,
             config=config,
         )
+        use_quick_200_check(self.client.meta.events)  # a whole listing page is not parsed twice (see ``listing``)
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.settings.display_endpoint})"

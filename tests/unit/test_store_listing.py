@@ -81,3 +81,37 @@ def test_the_factory_hands_it_out_for_s3_only() -> None:
     factory.set_parser_defaults(timestamp_parser=str)
     assert type(factory.create_parser("rest-xml")) is FastListingParser
     assert type(factory.create_parser("json")) is not FastListingParser
+
+
+def _emit_before_parse(store, operation: str, body: bytes, status: int = 200) -> dict:
+    """The response as the client's own before-parse handlers leave it (what decides a retry)."""
+    model = store.client.meta.service_model.operation_model(operation)
+    response = {"status_code": status, "headers": {}, "body": body, "context": {}}
+    store.client.meta.events.emit(f"before-parse.s3.{operation}", operation_model=model, response_dict=response,
+                                  customized_response_dict={})
+    return response
+
+
+def test_a_whole_listing_page_is_not_parsed_twice_and_every_other_200_is_checked(monkeypatch) -> None:
+    from botocore import handlers
+
+    from lepton_core.store.objectstore import ObjectStore, StoreSettings
+
+    store = ObjectStore(StoreSettings(endpoint_url="http://127.0.0.1:9", region="us-east-1",
+                                      access_key_id="k", secret_access_key="s"))
+    # botocore's second parse, counted wherever it is called from (its own handler or lepton's)
+    parses = []
+    second_parse = handlers._looks_like_special_case_error
+    monkeypatch.setattr(handlers, "_looks_like_special_case_error", lambda *a: (parses.append(1), second_parse(*a))[1])
+    whole = _listing()
+    assert _emit_before_parse(store, "ListObjectsV2", whole)["status_code"] == 200
+    assert _emit_before_parse(store, "ListObjectsV2", b"\n" + whole + b"\n")["status_code"] == 200
+    assert parses == []  # passed without botocore's second parse
+    # an error sent with status 200, and a page cut short: botocore's check, a 500 to retry
+    error = b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code><Message>x</Message></Error>'
+    assert _emit_before_parse(store, "ListObjectsV2", error)["status_code"] == 500
+    assert _emit_before_parse(store, "ListObjectsV2", whole[: len(whole) // 2])["status_code"] == 500
+    assert _emit_before_parse(store, "ListObjectsV2", whole + b"<Error/>")["status_code"] == 500  # two roots
+    assert len(parses) == 3  # once each: botocore's handler is not also still registered
+    # other operations are botocore's check as before
+    assert _emit_before_parse(store, "CopyObject", error)["status_code"] == 500 and len(parses) == 4
