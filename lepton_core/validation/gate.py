@@ -88,11 +88,9 @@ def run_suites(name: str, tables: dict[str, Any], expectations: dict[str, list[A
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:
-        ctx.add_data_docs_site(site_name="lepton", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
+        from lepton_core.validation.docs_views import site_config
+
+        ctx.add_data_docs_site(site_name="lepton", site_config=site_config(str(docs_dir)))
     source = ctx.data_sources.add_pandas(name)
     results: list[CheckResult] = []
     for table, frame in tables.items():
