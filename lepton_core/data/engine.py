@@ -109,7 +109,7 @@ def upload_dataset(name: str, source: str | os.PathLike, store: ObjectStore, tra
                               objects=len(files), total_bytes=sum(f.size for f in files))
     digests = hashes.hashes(files)
     previous = read_manifest(store, bucket, prefix)
-    remote = {o.key: o for o in store.list(bucket, prefix + "/") if not o.key.endswith("/" + MANIFEST_NAME)}
+    remote = {o.key: o for o in store.list_all(bucket, prefix + "/") if not o.key.endswith("/" + MANIFEST_NAME)}
     to_send = _plan(files, digests, prefix, remote, previous, store, bucket)
     summary.skipped = len(files) - len(to_send)
     summary.resent_keys = sorted(f"{prefix}/{f.rel}" for f in to_send if f"{prefix}/{f.rel}" in remote)
@@ -176,7 +176,7 @@ def _verify(files: list[SourceFile], digests: dict[str, str], prefix: str, liste
     """Every file must be on the target with its size (from ``listed``, or a new listing when None).
     Returns the manifest entries."""
     if listed is None:
-        listed = {o.key: o for o in store.list(bucket, prefix + "/")}
+        listed = {o.key: o for o in store.list_all(bucket, prefix + "/")}
     entries = []
     missing = []
     for f in files:

@@ -76,10 +76,18 @@ def compile_shape(shape: Any, timestamp: Callable[[str], Any]) -> Convert:
         else:
             members[member.serialization.get("name") or name] = (name, compile_shape(member, timestamp), False)
 
+    by_tag: dict[str, tuple[str, Convert, bool] | None] = {}  # members by the tag as written (namespace and all)
+
     def structure(node: Any) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for child in node:
-            found = members.get(_tag(child))
+            tag = child.tag
+            try:
+                found = by_tag[tag]
+            except KeyError:
+                found = members.get(_tag(child))
+                if len(by_tag) < 256:  # a server's answers name a few tags; never let them grow this without end
+                    by_tag[tag] = found
             if found is None:
                 continue  # an element the model does not know: botocore leaves it out too
             name, convert, is_list = found
@@ -95,9 +103,10 @@ def compile_shape(shape: Any, timestamp: Callable[[str], Any]) -> Convert:
 class FastListingParser(RestXMLParser):
     """botocore's REST-XML parser; the shapes in FAST_SHAPES are read by compiled converters."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, compiled: dict[str, Convert | None] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._compiled: dict[str, Convert | None] = {}
+        # botocore makes a parser per answer: the factory hands each one its converters, compiled once
+        self._compiled: dict[str, Convert | None] = {} if compiled is None else compiled
 
     def _converter(self, shape: Any) -> Convert | None:
         if shape.name not in self._compiled:
@@ -117,9 +126,17 @@ class FastListingParser(RestXMLParser):
 class FastListingParserFactory(ResponseParserFactory):
     """botocore's parser factory, handing out FastListingParser for REST-XML (S3's protocol)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._compiled: dict[str, Convert | None] = {}
+
+    def set_parser_defaults(self, **kwargs: Any) -> None:
+        super().set_parser_defaults(**kwargs)
+        self._compiled = {}  # converters read timestamps with the parser's timestamp_parser: compiled again
+
     def create_parser(self, protocol_name: str) -> Any:
         if PROTOCOL_PARSERS[protocol_name] is RestXMLParser:
-            return FastListingParser(**self._defaults)
+            return FastListingParser(compiled=self._compiled, **self._defaults)
         return super().create_parser(protocol_name)
 
 

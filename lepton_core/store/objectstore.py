@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -266,6 +267,48 @@ class ObjectStore:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
                     yield ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'), last_modified=obj.get("LastModified"))
+
+    def list_all(self, bucket: str, prefix: str = "", *, threads: int = 4, max_depth: int = 3) -> list[ObjectInfo]:
+        """Every object under ``prefix``, in key order, listed by ``threads`` requests at a time.
+
+        A single listing is one request after another, each waiting on the server and then parsed
+        here. This one first walks the folders under ``prefix`` ('/'-delimited listings, down to
+        ``max_depth`` levels or until there are enough of them to keep ``threads`` busy), then lists
+        each folder in full on its own thread, so the server answers one request while another
+        answer is parsed. An object at a walked level comes from that level's delimited listing;
+        every other key is under exactly one of the folders listed in full.
+        """
+        if threads < 2:
+            return list(self.list(bucket, prefix))
+        found: list[ObjectInfo] = []
+        folders, leaves = [prefix], []
+        for _ in range(max_depth):
+            if not folders or len(folders) + len(leaves) >= 2 * threads:
+                break
+            below = []
+            for folder in folders:
+                objects, subfolders = self._list_level(bucket, folder)
+                found.extend(objects)
+                below.extend(subfolders)
+            folders = below
+        leaves.extend(folders)
+        if leaves:
+            with ThreadPoolExecutor(min(threads, len(leaves))) as pool:
+                for part in pool.map(lambda folder: list(self.list(bucket, folder)), leaves):
+                    found.extend(part)
+        found.sort(key=lambda o: o.key)
+        return found
+
+    def _list_level(self, bucket: str, prefix: str) -> tuple[list[ObjectInfo], list[str]]:
+        """The objects directly under ``prefix`` and the folders (common prefixes) one level below."""
+        objects, folders = [], []
+        with self._errors(f"list s3://{bucket}/{prefix}"):
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+                for obj in page.get("Contents", []):
+                    objects.append(ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'),
+                                              last_modified=obj.get("LastModified")))
+                folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
+        return objects, folders
 
     def delete(self, bucket: str, key: str) -> None:
         with self._errors(f"delete s3://{bucket}/{key}"):

@@ -41,14 +41,17 @@ def parity_table(loaded: LoadedSpec, name: str, state_root: Path, store: ObjectS
     spec = loaded.spec
     dataset = spec.dataset(name)
     prefix = dataset_prefix(spec.target.prefix, name)
-    with ThreadPoolExecutor(1) as pool:  # the listing waits on the server while this thread reads the rest
-        listing = pool.submit(lambda: {o.key[len(prefix) + 1:]: o for o in store.list(spec.target.bucket, prefix + "/")
+    # The source is walked first, alone: a walk is two system calls a file, and each one that
+    # returns while a listing thread parses waits for the GIL. Then the listing (several requests
+    # at a time) waits on the server while this thread reads the manifest and the source's hashes.
+    files = inventory(loaded.resolve(dataset.location))
+    with ThreadPoolExecutor(1) as pool:
+        listing = pool.submit(lambda: {o.key[len(prefix) + 1:]: o for o in store.list_all(spec.target.bucket, prefix + "/")
                                        if not o.key.endswith("/" + MANIFEST_NAME)})
         manifest = read_manifest(store, spec.target.bucket, prefix)
         if manifest is None:
             raise ValidationFailed(GateResult(dataset=name, side="target", rows={}, seconds=0.0, checks=(CheckResult(
                 "copy", "manifest_exists", False, 1, (f"s3://{spec.target.bucket}/{prefix}/{MANIFEST_NAME}: no complete copy",)),)))
-        files = inventory(loaded.resolve(dataset.location))
         cache = hash_cache(state_root)
         try:
             source = cache.hashes(files)

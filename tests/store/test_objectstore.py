@@ -99,3 +99,22 @@ def test_s3_uri_parsing() -> None:
     assert str(S3Uri.parse("s3://bucket")) == "s3://bucket/"
     with pytest.raises(ValueError, match="not an s3:// URI"):
         S3Uri.parse("/local/path")
+
+
+def test_list_all_finds_exactly_what_one_listing_finds(store: ObjectStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    b = store.bucket
+    keys = ["top.bin", "a/b", "a/b/c", "a//double", "a/x y/ü+%.png", "a/deep/er/still/k", "ab/not-under-a",
+            *(f"a/many/{i:05d}" for i in range(1100))]  # more than one page in one folder
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: store.put_bytes(b, k, k.encode()), keys))
+    for prefix in ("", "a/", "a", "a/many/", "a/deep/", "missing/"):
+        one = [(o.key, o.size, o.etag) for o in store.list(b, prefix)]
+        assert [k for k, _, _ in one] == sorted(k for k, _, _ in one)  # key order
+        for threads in (1, 2, 4):
+            for depth in (1, 2, 3):
+                many = [(o.key, o.size, o.etag) for o in store.list_all(b, prefix, threads=threads, max_depth=depth)]
+                assert many == one, (prefix, threads, depth)
+    assert len(store.list_all(b, "")) == len(keys)  # (SeaweedFS stores "a//double" as "a/double": still one object)
+    assert [o.key for o in store.list_all(b, "a")][-1] == "ab/not-under-a"  # a prefix, not a folder

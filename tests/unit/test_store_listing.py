@@ -115,3 +115,17 @@ def test_a_whole_listing_page_is_not_parsed_twice_and_every_other_200_is_checked
     assert len(parses) == 3  # once each: botocore's handler is not also still registered
     # other operations are botocore's check as before
     assert _emit_before_parse(store, "CopyObject", error)["status_code"] == 500 and len(parses) == 4
+
+
+def test_the_factorys_parsers_share_converters_compiled_once_per_timestamp_reading() -> None:
+    shape = _shape("ListObjectsV2")
+    factory = FastListingParserFactory()
+    factory.set_parser_defaults(timestamp_parser=str)
+    first, second = factory.create_parser("rest-xml"), factory.create_parser("rest-xml")
+    assert first.parse(_response(_listing()), shape) == second.parse(_response(_listing()), shape)
+    assert first._converter(shape) is second._converter(shape)  # compiled by the first, reused by the second
+    assert first.parse(_response(_listing()), shape)["Contents"][0]["LastModified"] == "2026-11-29T19:59:11.000Z"
+    factory.set_parser_defaults(timestamp_parser=None)  # botocore's dates: converters compiled anew
+    dated = factory.create_parser("rest-xml").parse(_response(_listing()), shape)
+    assert dated == RestXMLParser().parse(_response(_listing()), shape)
+    assert not isinstance(dated["Contents"][0]["LastModified"], str)
