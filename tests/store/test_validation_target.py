@@ -43,7 +43,7 @@ def test_a_faithful_copy_passes(copied) -> None:
     assert result.success and result.rows == {"copy": 1797} and len(result.checks) == 6
 
 
-def test_truncated_altered_and_missing_objects_are_named(copied) -> None:
+def test_truncated_altered_missing_and_extra_objects_are_named(copied) -> None:
     loaded, root, store = copied
     prefix = "digits-demo/datasets/digits-onprem"
     keys = sorted(o.key for o in store.list("lepton-demo", prefix + "/train/1/"))
@@ -52,11 +52,14 @@ def test_truncated_altered_and_missing_objects_are_named(copied) -> None:
     other = store.get_bytes("lepton-demo", keys[1])
     store.client.put_object(Bucket="lepton-demo", Key=keys[1], Body=bytes(reversed(other)))  # altered, same size
     store.delete("lepton-demo", keys[2])  # lost
+    store.put_bytes("lepton-demo", f"{prefix}/train/1/extra.png", b"not the source's")  # not in the copy
     got = failures(loaded, "digits-onprem", root)
     rel = [k[len(prefix) + 1:] for k in keys[:3]]
-    assert got["expect_column_values_to_be_in_set(column=size_as_verified)"] == (rel[0], rel[2])
-    assert got["expect_column_values_to_be_in_set(column=etag_as_verified)"] == tuple(rel[:3])
+    extra = "train/1/extra.png"
+    assert got["expect_column_values_to_be_in_set(column=size_as_verified)"] == (rel[0], rel[2], extra)
+    assert got["expect_column_values_to_be_in_set(column=etag_as_verified)"] == (*rel[:3], extra)
     assert got["expect_column_values_to_be_in_set(column=on_target)"] == (rel[2],)
+    assert got["expect_column_values_to_be_in_set(column=in_manifest)"] == (extra,)
 
 
 def test_source_changed_since_the_copy(copied, demo_data: Path, tmp_path: Path) -> None:
