@@ -268,7 +268,8 @@ class ObjectStore:
                 for obj in page.get("Contents", []):
                     yield ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'), last_modified=obj.get("LastModified"))
 
-    def list_all(self, bucket: str, prefix: str = "", *, threads: int = 4, max_depth: int = 3) -> list[ObjectInfo]:
+    def list_all(self, bucket: str, prefix: str = "", *, threads: int = 4, max_depth: int = 3,
+                 max_folders: int = 64) -> list[ObjectInfo]:
         """Every object under ``prefix``, in key order, listed by ``threads`` requests at a time.
 
         A single listing is one request after another, each waiting on the server and then parsed
@@ -276,39 +277,44 @@ class ObjectStore:
         ``max_depth`` levels or until there are enough of them to keep ``threads`` busy), then lists
         each folder in full on its own thread, so the server answers one request while another
         answer is parsed. An object at a walked level comes from that level's delimited listing;
-        every other key is under exactly one of the folders listed in full.
+        every other key is under exactly one of the folders listed in full. Where folders would cost
+        more requests than they save (a walked folder with more than one page of entries, or more
+        than ``max_folders`` folders, as with one folder per object), it is one plain listing.
         """
         if threads < 2:
             return list(self.list(bucket, prefix))
         found: list[ObjectInfo] = []
-        folders, leaves = [prefix], []
+        folders = [prefix]
         for _ in range(max_depth):
-            if not folders or len(folders) + len(leaves) >= 2 * threads:
+            if not folders or len(folders) >= 2 * threads:
                 break
-            below = []
+            below: list[str] = []
             for folder in folders:
-                objects, subfolders = self._list_level(bucket, folder)
-                found.extend(objects)
-                below.extend(subfolders)
+                level = self._list_level(bucket, folder)
+                if level is None:
+                    return list(self.list(bucket, prefix))
+                found.extend(level[0])
+                below.extend(level[1])
             folders = below
-        leaves.extend(folders)
-        if leaves:
-            with ThreadPoolExecutor(min(threads, len(leaves))) as pool:
-                for part in pool.map(lambda folder: list(self.list(bucket, folder)), leaves):
+        if len(folders) > max_folders:
+            return list(self.list(bucket, prefix))
+        if folders:
+            with ThreadPoolExecutor(min(threads, len(folders))) as pool:
+                for part in pool.map(lambda folder: list(self.list(bucket, folder)), folders):
                     found.extend(part)
         found.sort(key=lambda o: o.key)
         return found
 
-    def _list_level(self, bucket: str, prefix: str) -> tuple[list[ObjectInfo], list[str]]:
-        """The objects directly under ``prefix`` and the folders (common prefixes) one level below."""
-        objects, folders = [], []
+    def _list_level(self, bucket: str, prefix: str) -> tuple[list[ObjectInfo], list[str]] | None:
+        """The objects directly under ``prefix`` and the folders one level below it, from one
+        delimited request; None when they do not fit in one answer (1,000 entries)."""
         with self._errors(f"list s3://{bucket}/{prefix}"):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
-                for obj in page.get("Contents", []):
-                    objects.append(ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'),
-                                              last_modified=obj.get("LastModified")))
-                folders.extend(p["Prefix"] for p in page.get("CommonPrefixes", []))
-        return objects, folders
+            page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
+        if page.get("IsTruncated"):
+            return None
+        objects = [ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'), last_modified=obj.get("LastModified"))
+                   for obj in page.get("Contents", [])]
+        return objects, [p["Prefix"] for p in page.get("CommonPrefixes", [])]
 
     def delete(self, bucket: str, key: str) -> None:
         with self._errors(f"delete s3://{bucket}/{key}"):

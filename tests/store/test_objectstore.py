@@ -118,3 +118,25 @@ def test_list_all_finds_exactly_what_one_listing_finds(store: ObjectStore) -> No
                 assert many == one, (prefix, threads, depth)
     assert len(store.list_all(b, "")) == len(keys)  # (SeaweedFS stores "a//double" as "a/double": still one object)
     assert [o.key for o in store.list_all(b, "a")][-1] == "ab/not-under-a"  # a prefix, not a folder
+
+
+def test_list_all_does_not_list_folder_by_folder_where_that_costs_more_requests(store: ObjectStore) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    b = store.bucket
+    requests: list[dict] = []
+    store.client.meta.events.register("before-parameter-build.s3.ListObjectsV2", lambda params, **_: requests.append(dict(params)))
+    one_each = [f"ids/{i:04d}/image.png" for i in range(300)]  # a folder per object
+    spread = [f"splits/{s}/{c}/{i:03d}" for s in ("train", "test") for c in range(6) for i in range(20)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: store.put_bytes(b, k, b"x"), one_each + spread))
+
+    assert [o.key for o in store.list_all(b, "ids/")] == one_each
+    # one delimited request found 300 folders: more than max_folders, so one plain listing, not 300
+    assert len(requests) == 2 and "Delimiter" in requests[0] and "Delimiter" not in requests[1]
+
+    requests.clear()
+    assert [o.key for o in store.list_all(b, "splits/")] == sorted(spread)
+    walked = [r for r in requests if "Delimiter" in r]
+    assert len(walked) == 3 and len(requests) == 3 + 12  # splits/, its two splits; then 12 folders in full
+    assert sorted(r["Prefix"] for r in requests if "Delimiter" not in r) == sorted(f"splits/{s}/{c}/" for s in ("train", "test") for c in range(6))
