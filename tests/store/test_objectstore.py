@@ -105,7 +105,9 @@ def test_list_all_finds_exactly_what_one_listing_finds(store: ObjectStore) -> No
     from concurrent.futures import ThreadPoolExecutor
 
     b = store.bucket
-    keys = ["top.bin", "a/b", "a/b/c", "a//double", "a/x y/ü+%.png", "a/deep/er/still/k", "ab/not-under-a",
+    # (not both "a/b" and "a/b/c": SeaweedFS keeps a file and a folder of one name apart, so which
+    # of the two survives depends on the order of the writes)
+    keys = ["top.bin", "a/b/c", "a//double", "a/x y/ü+%.png", "a/deep/er/still/k", "ab/not-under-a",
             *(f"a/many/{i:05d}" for i in range(1100))]  # more than one page in one folder
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: store.put_bytes(b, k, k.encode()), keys))
@@ -116,7 +118,8 @@ def test_list_all_finds_exactly_what_one_listing_finds(store: ObjectStore) -> No
             for depth in (1, 2, 3):
                 many = [(o.key, o.size, o.etag) for o in store.list_all(b, prefix, threads=threads, max_depth=depth)]
                 assert many == one, (prefix, threads, depth)
-    assert len(store.list_all(b, "")) == len(keys)  # (SeaweedFS stores "a//double" as "a/double": still one object)
+    # every key written, once (SeaweedFS stores "a//double" as "a/double")
+    assert [o.key for o in store.list_all(b, "")] == sorted(k.replace("//", "/") for k in keys)
     assert [o.key for o in store.list_all(b, "a")][-1] == "ab/not-under-a"  # a prefix, not a folder
 
 
