@@ -110,6 +110,11 @@ class ObjectInfo:
     sha256_b64: str | None = None
 
 
+def _listed(obj: dict[str, Any]) -> ObjectInfo:
+    """An object as a listing's ``Contents`` entry describes it."""
+    return ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'), last_modified=obj.get("LastModified"))
+
+
 class ObjectStore:
     """Put, get, list and delete objects in one S3 endpoint, with errors as clear messages."""
 
@@ -266,7 +271,7 @@ class ObjectStore:
         with self._errors(f"list s3://{bucket}/{prefix}"):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
-                    yield ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'), last_modified=obj.get("LastModified"))
+                    yield _listed(obj)
 
     def list_all(self, bucket: str, prefix: str = "", *, threads: int = 4, max_depth: int = 3,
                  max_folders: int = 64) -> list[ObjectInfo]:
@@ -312,9 +317,7 @@ class ObjectStore:
             page = self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/")
         if page.get("IsTruncated"):
             return None
-        objects = [ObjectInfo(key=obj["Key"], size=obj["Size"], etag=obj["ETag"].strip('"'), last_modified=obj.get("LastModified"))
-                   for obj in page.get("Contents", [])]
-        return objects, [p["Prefix"] for p in page.get("CommonPrefixes", [])]
+        return [_listed(obj) for obj in page.get("Contents", [])], [p["Prefix"] for p in page.get("CommonPrefixes", [])]
 
     def delete(self, bucket: str, key: str) -> None:
         with self._errors(f"delete s3://{bucket}/{key}"):

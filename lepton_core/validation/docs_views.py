@@ -43,16 +43,22 @@ class MemoryBytecodeCache(BytecodeCache):
 COMPILED = MemoryBytecodeCache()
 
 
-class PageView(DefaultJinjaPageView):
+class _CompiledTemplates:
+    """A GX Jinja view whose environment reads compiled templates from ``COMPILED``."""
+
+    env: Any
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.env.bytecode_cache = COMPILED
 
 
-class IndexPageView(DefaultJinjaIndexPageView):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.env.bytecode_cache = COMPILED
+class PageView(_CompiledTemplates, DefaultJinjaPageView):
+    pass
+
+
+class IndexPageView(_CompiledTemplates, DefaultJinjaIndexPageView):
+    pass
 
 
 def site_config(docs_dir: str) -> dict[str, Any]:
