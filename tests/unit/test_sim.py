@@ -229,6 +229,8 @@ def test_the_vector_twin_equals_scalar_envs_step_by_step() -> None:
             obs, rew, term, trunc, info = env.step(int(actions[j]))
             assert (bool(vterm[j]), bool(vtrunc[j])) == (term, trunc)
             assert vrew[j] == pytest.approx(rew, rel=1e-12, abs=1e-12)
+            for part, dollars in info["cost"].items():  # each part of the hour's cost, not only their sum
+                assert vinfo["cost"][part][j] == pytest.approx(dollars, rel=1e-12, abs=1e-12), part
             if term or trunc:
                 episodes += 1
                 assert vinfo["_final_obs"][j] and vinfo["final_total_cost"][j] == pytest.approx(info["total_cost"], rel=1e-12)
