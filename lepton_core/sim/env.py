@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import gymnasium as gym
@@ -17,6 +18,13 @@ REWARD_SCALE = 100.0  # dollars per unit of reward
 FEATURE_MAX = 1e6  # observation bound (features are scaled to about 0-1; this only caps the extreme)
 
 
+@functools.lru_cache(maxsize=8)
+def _ones(m: int) -> np.ndarray:
+    ones = np.ones(m)
+    ones.flags.writeable = False
+    return ones
+
+
 def water_fill_rows(remaining: np.ndarray, active: np.ndarray, capacity: np.ndarray,
                     count: np.ndarray | None = None) -> np.ndarray:
     """GB each transfer moves this hour when the active ones of each row share ``capacity`` fairly:
@@ -26,10 +34,9 @@ def water_fill_rows(remaining: np.ndarray, active: np.ndarray, capacity: np.ndar
     By rounds: the flows that need no more than the equal share of what is left take their need,
     until a round satisfies no one; the others get that share. The first round runs on every row;
     the later ones only on the rows where it satisfied some flows but not all."""
-    ones = np.ones(remaining.shape[1])
+    ones = _ones(remaining.shape[1])
     count = active @ ones if count is None else count
-    with np.errstate(divide="ignore", invalid="ignore"):
-        level = capacity / count  # inf on rows without transfers (the capacity is positive): their flows are none
+    level = capacity / np.maximum(count, 1)  # (rows without transfers: any level, their flows are none)
     satisfied = active & (remaining <= level[:, None])
     took = satisfied @ ones
     again = np.flatnonzero((took > 0) & (took < count))
@@ -37,8 +44,9 @@ def water_fill_rows(remaining: np.ndarray, active: np.ndarray, capacity: np.ndar
         need, act, sat = remaining[again], active[again], satisfied[again]
         cap, flows = capacity[again], count[again]
         while True:
-            left = flows - sat.sum(axis=1)  # flows still open (none: every flow has its need; the level is no limit)
-            sub = np.where(left > 0, (cap - np.where(sat, need, 0.0).sum(axis=1)) / np.maximum(left, 1), np.inf)
+            left = flows - sat @ ones  # flows still open (none: every flow has its need; the level is no limit)
+            sub = (cap - np.where(sat, need, 0.0) @ ones) / np.maximum(left, 1)
+            sub[left <= 0] = np.inf
             new = act & ~sat & (need <= sub[:, None])
             if not new.any():
                 break

@@ -175,13 +175,22 @@ def uniforms(keys: np.ndarray, stream: int, count: int) -> np.ndarray:
     return (parts + 0.5) * (1.0 / 65536)
 
 
-def _pick(u: np.ndarray, values, p=None) -> np.ndarray:
+def _pick(u: np.ndarray, values: tuple, p: tuple | None = None) -> np.ndarray:
     """values[i] with probability p[i] for uniforms ``u`` (the first i whose cumulative p exceeds u)."""
-    cdf = np.cumsum(p if p is not None else np.full(len(values), 1 / len(values)))
+    bounds, table = _pick_tables(values, p)
     index = np.zeros(u.shape, np.int64)
-    for c in cdf[:-1]:
+    for c in bounds:
         index += u >= c
-    return np.asarray(values, dtype=float)[index]
+    return table[index]
+
+
+@functools.lru_cache(maxsize=64)
+def _pick_tables(values: tuple, p: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """The cumulative probabilities that ``_pick`` compares with (all but the last) and its values."""
+    cdf = np.cumsum(p if p is not None else np.full(len(values), 1 / len(values)))
+    bounds, table = cdf[:-1], np.asarray(values, dtype=float)
+    bounds.flags.writeable = table.flags.writeable = False  # (shared by every call)
+    return bounds, table
 
 
 NOISE_TABLE_SIZE = 1 << 16
@@ -293,26 +302,26 @@ def generate_batch(keys: np.ndarray, min_workloads: int, max_workloads: int, slo
                                    max_workloads - min_workloads)
     slot = np.arange(m)
     valid = slot[None, :] < n[:, None]
-    kind = _pick(w(0), [0, 1, 2], [0.6, 0.25, 0.15])  # service, database, GPU inference
-    cpu = np.where(kind == 2, _pick(w(1), [4, 8]), _pick(w(2), [1, 2, 4, 8, 16], [0.2, 0.3, 0.3, 0.15, 0.05]))
-    memory = cpu * np.where(kind == 1, _pick(w(3), [4.0, 8.0]), _pick(w(4), [2.0, 4.0]))
+    kind = _pick(w(0), (0, 1, 2), (0.6, 0.25, 0.15))  # service, database, GPU inference
+    cpu = np.where(kind == 2, _pick(w(1), (4, 8)), _pick(w(2), (1, 2, 4, 8, 16), (0.2, 0.3, 0.3, 0.15, 0.05)))
+    memory = cpu * np.where(kind == 1, _pick(w(3), (4.0, 8.0)), _pick(w(4), (2.0, 4.0)))
     gpu = (kind == 2).astype(float)
     data = np.round(np.exp(np.log(5) + w(5) * (np.log(5000) - np.log(5))) * np.where(kind == 1, 1.0, 0.3), 1)
-    traffic = _pick(w(6), [0.0, 50.0, 200.0, 1000.0, 3000.0], [0.2, 0.3, 0.25, 0.2, 0.05])
+    traffic = _pick(w(6), (0.0, 50.0, 200.0, 1000.0, 3000.0), (0.2, 0.3, 0.25, 0.2, 0.05))
     # each workload calls up to three earlier ones, drawn at random (a repeated draw calls the same
     # one): a DAG
     calls = (w(7) * 4).astype(np.int64)
     callee = (per_workload[:, :, 8:11] * slot[None, :, None]).astype(np.int64)  # (R, m, 3), each < i
     use = (np.arange(3)[None, None, :] < calls[:, :, None]) & (slot[None, :, None] > 0) & valid[:, :, None]
     depends = np.zeros((len(keys), m, m), dtype=bool)
-    r, i, c = np.nonzero(use)
-    depends[r, i, callee[r, i, c]] = True
+    at = np.flatnonzero(use)  # (flat: numpy's 3-D nonzero costs several times more)
+    depends.reshape(len(keys), -1)[at // (m * 3), at % (m * 3) // 3 * m + callee.reshape(-1)[at]] = True
     vcpu, mem, gpus, base_price = _instance_arrays(cat)
     price = np.round(base_price[None, :] * (1 - price_jitter + 2 * price_jitter * per_system[:, 3:]), 4)
     # instance types first: the fit test and the cheapest fit are then whole-plane operations
     fits_k = ((vcpu[:, None, None] >= cpu[None]) & (mem[:, None, None] >= memory[None]) & (gpus[:, None, None] >= gpu[None])
               & valid[None])
-    cheapest = np.where(fits_k, price.T[:, :, None], np.inf).min(axis=0)
+    cheapest = np.minimum.reduce(np.where(fits_k, price.T[:, :, None], np.inf), axis=0)
     cheapest[~valid] = 0.0
     onprem = np.round(cheapest * (1.2 + 1.3 * w(11)), 4)
     links = max(len(cat.links), 1)

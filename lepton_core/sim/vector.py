@@ -105,6 +105,7 @@ class VectorCloudMigrationEnv(VectorEnv):
         self._refill_at = max(1, int(N * bank_refill))
         self.ep = self._blocks(N, _EPISODE)  # the episodes running now
         self.bank = self._blocks(N, {**_EPISODE, **_START})  # each copy's next generated episode, prepared
+        self._sc_cols = {name: self.ep["sc"][:, c] for c, name in enumerate(_SC)}  # (views: rows change in place)
         self.fresh = np.zeros(N, bool)  # bank rows not yet used
         self.states = seed_state(seeding.np_random(None)[0].integers(0, 2**62, size=N))  # scenario-key generators
         self.valid = np.zeros((N, M), bool)  # the slots that hold a workload
@@ -139,9 +140,9 @@ class VectorCloudMigrationEnv(VectorEnv):
                 "H": self.horizon + 1, "A": M * K}
         return {name: np.zeros((rows, *(dims[d] for d in shape)), dtype) for name, (shape, dtype) in blocks.items()}
 
-    def _col(self, name: str, block: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    def _col(self, name: str) -> np.ndarray:
         """A per-copy scalar (a column of the "sc" block) of the running episodes."""
-        return (block or self.ep)["sc"][:, _SC.index(name)]
+        return self._sc_cols[name]
 
     # -- scenarios ------------------------------------------------------------------------------
     def _bits(self, x: np.ndarray) -> np.ndarray:
@@ -404,22 +405,21 @@ class VectorCloudMigrationEnv(VectorEnv):
         sc, hour = self.ep["sc"], self.hour
         n = np.maximum(sc[:, _SC.index("n")], 1)
         glob = np.empty((self.num_envs, GLOBAL_FEATURES), np.float32)
-        glob[:, 0] = self._link_now / 1000
-        glob[:, 1] = sc[:, _SC.index("nominal_gb")] / 1000
+        # (the observation space's bounds: only the link and the cost could pass them, the rest are
+        # shares of 0..1 and a sine and cosine)
+        glob[:, 0] = np.minimum(self._link_now / 1000, FEATURE_MAX)
+        glob[:, 1] = np.minimum(sc[:, _SC.index("nominal_gb")] / 1000, FEATURE_MAX)
         day = hour % DAY
         glob[:, 2], glob[:, 3] = _HOUR_SIN[day], _HOUR_COS[day]
         glob[:, 4] = hour / sc[:, _SC.index("horizon")]
-        glob[:, 5] = self.total_cost / 10_000
+        glob[:, 5] = np.minimum(self.total_cost / 10_000, FEATURE_MAX)
         glob[:, 6] = self._in_transfer / n
         glob[:, 7] = self._in_cloud / n
-        # the observation space's bounds: only the link and the cost can pass them (the rest are
-        # shares of 0..1 and a sine and cosine)
-        np.minimum(glob[:, :2], FEATURE_MAX, out=glob[:, :2])
-        np.minimum(glob[:, 5], FEATURE_MAX, out=glob[:, 5])
         if only is None:
             return {"workloads": self._buf.copy().transpose(0, 2, 1), "workload_mask": self.valid.view(np.int8).copy(),
                     "globals": glob}
-        workloads, valid, final_glob = np.zeros_like(self._buf), np.zeros_like(self.valid), np.zeros_like(glob)
+        workloads, valid = np.zeros(self._buf.shape, np.float32), np.zeros(self.valid.shape, bool)
+        final_glob = np.zeros(glob.shape, np.float32)
         workloads[only], valid[only], final_glob[only] = self._buf[only], self.valid[only], glob[only]
         return {"workloads": workloads.transpose(0, 2, 1), "workload_mask": valid.view(np.int8), "globals": final_glob}
 
