@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import gymnasium as gym
@@ -18,49 +17,49 @@ REWARD_SCALE = 100.0  # dollars per unit of reward
 FEATURE_MAX = 1e6  # observation bound (features are scaled to about 0-1; this only caps the extreme)
 
 
-@functools.lru_cache(maxsize=8)
-def _ones(m: int) -> np.ndarray:
-    ones = np.ones(m)
-    ones.flags.writeable = False
-    return ones
+def water_fill_flows(need: np.ndarray, row: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """GB each transfer moves this hour when the transfers of each link share its ``capacity``
+    fairly: equal shares, and what a transfer needs less of goes to the others (max-min fairness,
+    as TCP flows on one link). ``need`` (T,) is what each transfer has left, ``row`` (T,) the link
+    (row of ``capacity``, (N,)) it crosses; the transfers come as a flat list so that the work is
+    proportional to the transfers, not to every workload slot.
 
-
-def water_fill_rows(remaining: np.ndarray, active: np.ndarray, capacity: np.ndarray,
-                    count: np.ndarray | None = None) -> np.ndarray:
-    """GB each transfer moves this hour when the active ones of each row share ``capacity`` fairly:
-    equal shares, and what a transfer needs less of goes to the others (max-min fairness, as TCP
-    flows on one link). Shapes (N, M), (N, M), (N,); ``count``, the active flows of each row, when known.
-
-    By rounds: the flows that need no more than the equal share of what is left take their need,
-    until a round satisfies no one; the others get that share. The first round runs on every row;
-    the later ones only on the rows where it satisfied some flows but not all."""
-    ones = _ones(remaining.shape[1])
-    count = active @ ones if count is None else count
-    level = capacity / np.maximum(count, 1)  # (rows without transfers: any level, their flows are none)
-    satisfied = active & (remaining <= level[:, None])
-    took = satisfied @ ones
-    again = np.flatnonzero((took > 0) & (took < count))
-    if len(again):
-        need, act, sat = remaining[again], active[again], satisfied[again]
-        cap, flows = capacity[again], count[again]
+    By rounds: the transfers that need no more than the equal share of what is left take their
+    need, until a round satisfies no one; the others get that share. The first round runs on every
+    link; the later ones only on the links where it satisfied some transfers but not all."""
+    N = len(capacity)
+    count = np.bincount(row, minlength=N)
+    level = capacity / np.maximum(count, 1)  # (links without transfers: any level, they have none)
+    satisfied = need <= level[row]
+    took = np.bincount(row, satisfied, minlength=N)
+    again = (took > 0) & (took < count)
+    if again.any():
+        on = again[row]
+        need_a, row_a, sat = need[on], row[on], satisfied[on]
         while True:
-            left = flows - sat @ ones  # flows still open (none: every flow has its need; the level is no limit)
-            sub = (cap - np.where(sat, need, 0.0) @ ones) / np.maximum(left, 1)
-            sub[left <= 0] = np.inf
-            new = act & ~sat & (need <= sub[:, None])
+            left = count - np.bincount(row_a, sat, minlength=N)  # open transfers (none: every one has its need)
+            sub = (capacity - np.bincount(row_a, np.where(sat, need_a, 0.0), minlength=N)) / np.maximum(left, 1)
+            np.putmask(sub, left <= 0, np.inf)
+            new = ~sat & (need_a <= sub[row_a])
             if not new.any():
                 break
             sat |= new
-        level[again] = sub
-    # a satisfied flow needs no more than the final level: min() gives it its need
-    moved = np.minimum(remaining, level[:, None])
-    moved *= active
+        level[again] = sub[again]
+    # a satisfied transfer needs no more than the final level: min() gives it its need
+    return np.minimum(need, level[row])
+
+
+def water_fill_rows(remaining: np.ndarray, active: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+    """``water_fill_flows`` over (N, M) slots, the ``active`` ones transferring on their row's link."""
+    at = np.flatnonzero(active)
+    moved = np.zeros(remaining.shape)
+    moved.reshape(-1)[at] = water_fill_flows(remaining.reshape(-1)[at], at // remaining.shape[1], capacity)
     return moved
 
 
 def water_fill(remaining: np.ndarray, capacity: float) -> np.ndarray:
-    """``water_fill_rows`` for one set of transfers, all active."""
-    return water_fill_rows(remaining[None, :], np.ones((1, len(remaining)), bool), np.array([capacity]))[0]
+    """``water_fill_flows`` for one set of transfers on one link."""
+    return water_fill_flows(np.asarray(remaining, float), np.zeros(len(remaining), np.int64), np.array([capacity]))
 
 
 class CloudMigrationEnv(gym.Env):
@@ -221,7 +220,7 @@ class CloudMigrationEnv(gym.Env):
         if transferring.any():
             moved[transferring] = water_fill(self.remaining[transferring], capacity)
         self.remaining -= moved
-        self.remaining[np.abs(self.remaining) < 1e-9] = 0.0
+        self.remaining[transferring & (self.remaining < 1e-9)] = 0.0  # (float residue of what moved; never negative)
         cost["transfer"] = float(s.transfer_per_gb * moved.sum())
 
         self.cutover_left[dual] -= 1

@@ -27,7 +27,8 @@ How it is fast (the PPO planner trains on it; ``benchmarks/simulator.py`` measur
   two-dimensional ``nonzero`` costs several times more at these sizes);
 - the features are stored feature-major, so ``obs["workloads"]`` is an (N, M, F) view of an
   (N, F, M) array;
-- the link is shared by an iterative water-filling over only the copies with two or more transfers;
+- the link is shared by a water-filling over a flat list of the transfers (a few per copy, not every
+  slot), refined only on the links where a round satisfied some transfers but not all;
 - new episodes come from a bank that holds each copy's next scenario with the state it starts in
   (features, mask, sums), generated (``generate_batch``, counter-based randomness) and prepared for
   many copies in one batch once a quarter of the bank is used, so a step that ends episodes only
@@ -48,7 +49,7 @@ from gymnasium.vector.utils import batch_space
 
 from lepton_core.sim.env import (
     CLOUD, CUTOVER, DAY, FEATURE_MAX, GLOBAL_FEATURES, ONPREM, REWARD_SCALE, TRANSFER, WORKLOAD_FEATURES,
-    CloudMigrationEnv, water_fill_rows,
+    CloudMigrationEnv, water_fill_flows,
 )
 from lepton_core.sim.scenario import (
     GB_PER_HOUR_PER_GBPS, Scenario, bandwidth_table, bundled_catalogue, generate_batch, next_keys, seed_state,
@@ -330,14 +331,18 @@ class VectorCloudMigrationEnv(VectorEnv):
         # only after every cost of the hour is known)
         to_cloud = _nonzero(self._cloud_at == hour[:, None])
         to_cutover = None
-        if flows.any():
-            transferring = self.phase == TRANSFER
-            moved = water_fill_rows(self.remaining, transferring, self._link_now, flows)
-            self.remaining -= moved
-            np.putmask(self.remaining, self.remaining < 1e-9, 0.0)  # (never negative: a transfer moves at most what is left)
-            transfer = self._col("per_gb") * (moved @ ones)
-            np.divide(self.remaining, ep["wl"][:, 3], out=buf[:, 4], casting="same_kind")
-            to_cutover = _nonzero(transferring & (self.remaining <= 0))
+        if flows.any():  # (as a flat list of the transfers: a few per copy, not every slot)
+            at = np.flatnonzero(self.phase == TRANSFER)
+            r, i = np.divmod(at, self.max_workloads)
+            need = self.remaining.reshape(-1)[at]
+            moved = water_fill_flows(need, r, self._link_now)
+            left = need - moved
+            left[left < 1e-9] = 0.0  # (float residue of a finished transfer; never negative)
+            self.remaining.reshape(-1)[at] = left
+            transfer = self._col("per_gb") * np.bincount(r, moved, minlength=N)
+            buf[r, 4, i] = left / ep["wl"][r, 3, i]
+            done = left <= 0
+            to_cutover = (r[done], i[done])
         if len(to_cloud[0]):
             r, i = to_cloud
             self.phase[r, i] = CLOUD
