@@ -221,9 +221,10 @@ def test_the_vector_twin_equals_scalar_envs_step_by_step() -> None:
         obs, info = env.reset(seed=40 + j)
         assert np.array_equal(vobs["workloads"][j], obs["workloads"]) and np.array_equal(vinfo["action_mask"][j], info["action_mask"])
     rng = np.random.default_rng(1)
-    episodes = 0
-    for _ in range(300):  # several episodes each: autoresets included
-        actions = np.array([int(rng.choice(np.flatnonzero(m))) if rng.random() < 0.35 else 0 for m in vinfo["action_mask"]])
+    episodes = truncations = 0
+    for _ in range(300):  # several episodes each: autoresets included; copy 0 only waits (truncated every 60 h)
+        actions = np.array([int(rng.choice(np.flatnonzero(m))) if j and rng.random() < 0.35 else 0
+                            for j, m in enumerate(vinfo["action_mask"])])
         vobs, vrew, vterm, vtrunc, vinfo = vec.step(actions)
         for j, env in enumerate(scalars):
             obs, rew, term, trunc, info = env.step(int(actions[j]))
@@ -235,12 +236,14 @@ def test_the_vector_twin_equals_scalar_envs_step_by_step() -> None:
                 episodes += 1
                 assert vinfo["_final_obs"][j] and vinfo["final_total_cost"][j] == pytest.approx(info["total_cost"], rel=1e-12)
                 assert np.allclose(vinfo["final_obs"]["workloads"][j], obs["workloads"], rtol=1e-6, atol=1e-7)
+                assert np.allclose(vinfo["final_obs"]["globals"][j], obs["globals"], rtol=1e-6, atol=1e-6)
+                truncations += trunc
                 obs, info = env.reset()  # SAME_STEP: the vector env has already started the next episode
                 assert vinfo["hour"][j] == 0
             assert np.allclose(vobs["workloads"][j], obs["workloads"], rtol=1e-6, atol=1e-7)
             assert np.allclose(vobs["globals"][j], obs["globals"], rtol=1e-6, atol=1e-6)
             assert np.array_equal(vinfo["action_mask"][j], info["action_mask"])
-    assert episodes >= n
+    assert episodes >= n and truncations >= 5
 
 
 def test_the_vector_twin_refuses_invalid_actions_per_env() -> None:
@@ -317,20 +320,26 @@ def test_water_filling_matches_a_sorted_reference() -> None:
 def test_the_vector_twin_plays_given_scenarios_like_the_scalar_env() -> None:
     from lepton_core.sim.vector import VectorCloudMigrationEnv
 
-    vec = VectorCloudMigrationEnv(2, max_workloads=8, horizon=48)
+    vec = VectorCloudMigrationEnv(3, max_workloads=8, horizon=48)
     k = vec.n_types  # the hand-worked system on as many types as the bundled catalogue has
+    # a 20-hour bandwidth profile that repeats over the 48 hours, so the link's hour-by-hour factor
+    # matters; the hand system only waits, so it is truncated at the horizon (hour 48 reads hour 8)
     hand = Scenario(**{**hand_scenario().__dict__, "instance_names": tuple(f"t{i}" for i in range(k)),
                        "instance_vcpu": np.full(k, 8.0), "instance_memory_gb": np.full(k, 32.0),
-                       "instance_gpu": np.zeros(k), "instance_price": np.linspace(0.1, 1.6, k)})
+                       "instance_gpu": np.zeros(k), "instance_price": np.linspace(0.1, 1.6, k),
+                       "bandwidth_factor": np.linspace(0.3, 1.0, 20)})
     other = generate(np.random.default_rng(5), 6, horizon=48)
-    vobs, vinfo = vec.reset(seed=0, options={"scenarios": [hand, other]})
-    scalars = [CloudMigrationEnv(s, max_workloads=8) for s in (hand, other)]
-    infos = [env.reset(seed=0)[1] for env in scalars]
-    assert all(np.array_equal(vinfo["action_mask"][j], infos[j]["action_mask"]) for j in range(2))
+    short = generate(np.random.default_rng(6), 8, horizon=30)  # truncated before the env's horizon
+    vobs, vinfo = vec.reset(seed=0, options={"scenarios": [hand, other, short]})
+    scalars = [CloudMigrationEnv(s, max_workloads=8) for s in (hand, other, short)]
+    firsts = [env.reset(seed=0) for env in scalars]
+    assert all(np.array_equal(vinfo["action_mask"][j], info["action_mask"]) for j, (_, info) in enumerate(firsts))
+    assert all(np.allclose(vobs["globals"][j], obs["globals"], rtol=1e-6, atol=1e-6) for j, (obs, _) in enumerate(firsts))
     rng = np.random.default_rng(2)
-    playing, ended = [True, True], 0
+    playing, ended = [True, True, True], 0
     for _ in range(48):
-        actions = np.array([int(rng.choice(np.flatnonzero(m))) if rng.random() < 0.5 else 0 for m in vinfo["action_mask"]])
+        actions = np.array([int(rng.choice(np.flatnonzero(m))) if j and rng.random() < 0.5 else 0
+                            for j, m in enumerate(vinfo["action_mask"])])
         vobs, vrew, vterm, vtrunc, vinfo = vec.step(actions)
         for j, env in enumerate(scalars):
             if not playing[j]:  # the vector twin has gone on to a generated scenario
@@ -339,10 +348,12 @@ def test_the_vector_twin_plays_given_scenarios_like_the_scalar_env() -> None:
             assert vrew[j] == pytest.approx(rew, rel=1e-12, abs=1e-12) and (bool(vterm[j]), bool(vtrunc[j])) == (term, trunc)
             if term or trunc:
                 assert vinfo["final_total_cost"][j] == pytest.approx(info["total_cost"], rel=1e-12)
+                assert np.allclose(vinfo["final_obs"]["globals"][j], obs["globals"], rtol=1e-6, atol=1e-6)
                 playing[j], ended = False, ended + 1
                 continue
             assert np.allclose(vobs["workloads"][j], obs["workloads"], rtol=1e-6, atol=1e-7)
+            assert np.allclose(vobs["globals"][j], obs["globals"], rtol=1e-6, atol=1e-6)
             assert np.array_equal(vinfo["action_mask"][j], info["action_mask"])
-    assert ended == 2
+    assert ended == 3
     with pytest.raises(ValueError, match="scenario for env 0: 3 workloads on 2 types"):
-        vec.reset(options={"scenarios": [hand_scenario(), other]})
+        vec.reset(options={"scenarios": [hand_scenario(), other, short]})
