@@ -19,7 +19,11 @@ it). No early stopping: every run gets the whole budget, so times compare. With
 epoch of the adapted model (the parity check needs its on-prem answers kept); the scratch model
 trains on the target's labels only either way.
 
+``--replay-fraction`` and ``--relabel-every`` set the adaptation options of those names (defaults:
+``AdaptOptions``'s).
+
 Run: .venv/bin/python benchmarks/transfer.py [--seeds 3] [--epochs 15] [--no-source-replay]
+     [--replay-fraction F] [--relabel-every N]
 The last line printed is one JSON object.
 """
 
@@ -47,7 +51,7 @@ def demo(dest: Path) -> Path:
     return spec
 
 
-def adaptation(spec: Path, seeds: int, epochs: int, source_replay: bool) -> dict:
+def adaptation(spec: Path, seeds: int, epochs: int, source_replay: bool, **adapt: object) -> dict:
     from lepton_core.spec import load_spec
     from lepton_core.spec.params import AdaptOptions
     from lepton_core.transfer.adapt import ADAPTED, SCRATCH, UNADAPTED, adapt_model
@@ -58,7 +62,7 @@ def adaptation(spec: Path, seeds: int, epochs: int, source_replay: bool) -> dict
     with tempfile.TemporaryDirectory(prefix="lepton-transfer-bench-") as tmp:
         for seed in range(seeds):
             options = AdaptOptions(data="location", labelled_fraction=0.1, max_epochs=epochs, patience=epochs,
-                                   seed=seed, register_model=False, source_replay=source_replay)
+                                   seed=seed, register_model=False, source_replay=source_replay, **adapt)
             r = adapt_model(loaded, options, Path(tmp) / "state", Path(tmp) / f"run-{seed}", say=print)
             reached = time_to_reach(r.adapted.history, r.scratch.best_val_acc)
             runs.append({
@@ -144,6 +148,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--source-replay", action=argparse.BooleanOptionalAction, default=True,
                         help="replay the on-prem training images while adapting (the default of `lepton run`)")
+    parser.add_argument("--replay-fraction", type=float, default=None, help="share of the on-prem images each epoch replays")
+    parser.add_argument("--relabel-every", type=int, default=None, help="self-training: relabel after every N epochs")
     args = parser.parse_args()
     import torch
 
@@ -151,9 +157,11 @@ def main() -> None:
     t0 = time.perf_counter()
     over = overhead()
     print(json.dumps(over), flush=True)
-    result = adaptation(spec, args.seeds, args.epochs, args.source_replay)
+    adapt = {k: v for k, v in (("replay_fraction", args.replay_fraction), ("relabel_every", args.relabel_every)) if v is not None}
+    result = adaptation(spec, args.seeds, args.epochs, args.source_replay, **adapt)
     result.update(over)
-    result.update({"seeds": args.seeds, "epochs": args.epochs, "labelled_fraction": 0.1, "source_replay": args.source_replay, "seconds": time.perf_counter() - t0,
+    result.update({"seeds": args.seeds, "epochs": args.epochs, "labelled_fraction": 0.1, "source_replay": args.source_replay,
+                   **adapt, "seconds": time.perf_counter() - t0,
                    "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
                    "device": "cuda" if torch.cuda.is_available() else "cpu"})
     print(json.dumps(result))

@@ -173,10 +173,12 @@ def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Pat
                 labelled_fraction=options.labelled_fraction, max_epochs=options.max_epochs, patience=options.patience,
                 batch_size=options.batch_size, lr=options.lr, seed=options.seed, precision=options.precision,
                 num_workers=options.num_workers, progress_bar=options.progress_bar)
-    replayed = dict(replay_root=str(replay.root), replay_name=model.source_dataset) if replay else {}
+    replayed = (dict(replay_root=str(replay.root), replay_name=model.source_dataset, replay_fraction=options.replay_fraction)
+                if replay else {})
     adapted_job, version = _job("adapted", base, dict(init=options.init, init_path=init_path, strategy=options.strategy,
                                                       calibrate=options.calibrate, **replayed,
-                                                      pseudo_label_threshold=options.pseudo_label_threshold),
+                                                      pseudo_label_threshold=options.pseudo_label_threshold,
+                                                      relabel_every=options.relabel_every),
                                 [images.digest, replay.digest if replay else ""], state_root, model.name, options.fresh)
     say(f"fine-tuning {model.architecture} ({options.strategy}, from {options.init} weights) on "
         f"{options.labelled_fraction:.0%} of the labels")

@@ -161,7 +161,7 @@ class ImageDataModule(L.LightningDataModule):
         fetch: called once in ``prepare_data`` to materialise ``root`` (download and verify).
         replay: another ImageFolder tree (the on-prem data) whose training images, all labelled,
             join every training epoch, so that the model keeps its answers there; ``replay_fraction``
-            of them (stratified, seeded).
+            of them (stratified, seeded, a fresh draw each epoch of the trainer).
     """
 
     def __init__(self, root: str | Path, classes: tuple[str, ...], input_size: int, preprocess: Preprocess, *,
@@ -199,7 +199,8 @@ class ImageDataModule(L.LightningDataModule):
             items = items + [Item(rel, label) for rel, label in sorted(self.pseudo_labels.items()) if rel not in labelled]
             if self.replay is not None:
                 source = index_splits(self.replay, self.classes, self.replay_name)["train"]
-                extra = ((self.replay, labelled_subset(source, self.replay_fraction, self.seed)),)
+                epoch = self.trainer.current_epoch if self.trainer is not None else 0  # a fresh draw each epoch
+                extra = ((self.replay, labelled_subset(source, self.replay_fraction, self.seed + 7919 * epoch)),)
         return ImageFiles(self.root, items, tf, extra)
 
     def _loader(self, part: str, train: bool) -> DataLoader:
@@ -216,13 +217,16 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
 
-    def unlabelled_dataloader(self, limit: int | None = None) -> DataLoader:
-        """The training split without augmentation (its labels unused); with ``limit``, a seeded sample of that many."""
-        if limit is None or limit >= len(self.dataset("unlabelled")):
-            return self._loader("unlabelled", False)
-        items = sorted(self.splits["unlabelled"], key=lambda i: _unit(f"sample-{self.seed}", i.rel))[:limit]
+    def unlabelled_dataloader(self, limit: int | None = None, batch_size: int | None = None) -> DataLoader:
+        """The training split without augmentation (its labels unused), in order; with ``limit``, a
+        seeded sample of that many; ``batch_size`` when not the training one (passes without gradients)."""
+        self.setup()
+        items = self.splits["unlabelled"]
+        if limit is not None and limit < len(items):
+            items = sorted(items, key=lambda i: _unit(f"sample-{self.seed}", i.rel))[:limit]
         tf = image_transform(self.input_size, self.preprocess, train=False)
-        return DataLoader(ImageFiles(self.root, items, tf), batch_size=self.batch_size, num_workers=self.num_workers)
+        return DataLoader(ImageFiles(self.root, items, tf), batch_size=batch_size or self.batch_size,
+                          num_workers=self.num_workers)
 
     def unlabelled_items(self) -> list[Item]:
         """The training split in ``unlabelled_dataloader``'s order (their folder labels are not for training)."""

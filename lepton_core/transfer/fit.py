@@ -70,10 +70,15 @@ class FitJob(BaseModel):
     pseudo_label_threshold: float | None = Field(
         default=0.9, gt=0, le=1, description="With calibration: the calibrated network labels the training images whose "
                                              "labels are unused, where it is this sure; None: labelled images only.")
+    relabel_every: int | None = Field(
+        default=None, ge=1, le=10_000, description="With pseudo-labels: the model being trained labels the unlabelled "
+                                                   "images again after every this many epochs; None: the calibrated "
+                                                   "model's labels stay.")
     replay_root: str | None = Field(default=None, description="The on-prem images (ImageFolder) whose training split "
                                                               "joins every epoch, so that the model keeps its answers there.")
     replay_name: str = "source"
-    replay_fraction: float = Field(default=1.0, gt=0, le=1, description="Share of the on-prem training images replayed.")
+    replay_fraction: float = Field(default=1.0, gt=0, le=1, description="Share of the on-prem training images each "
+                                                                        "epoch replays (a fresh draw every epoch).")
     seed: int = Field(default=0, ge=0)
     precision: Precision = "auto"
     num_workers: int = Field(default=0, ge=0, le=64)
@@ -170,7 +175,12 @@ def run_fit(job: FitJob) -> FitResult:
     best = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val_acc", mode="max", save_last=True,
                            enable_version_counter=False, save_on_train_epoch_end=True)
     precision = resolve_precision(job.precision)
-    calibration = CalibrateInput(job.pseudo_label_threshold) if job.calibrate and job.init != "none" else None
+    calibration = (CalibrateInput(job.pseudo_label_threshold, job.relabel_every)
+                   if job.calibrate and job.init != "none" else None)
+    relabel = job.relabel_every if calibration and job.pseudo_label_threshold is not None else None
+    # the training loader is made again when its images change: new pseudo-labels, or the next draw
+    # of the replayed on-prem images
+    reload = 1 if job.replay_root and job.replay_fraction < 1 else (relabel or 0)
     trainer = L.Trainer(
         max_epochs=job.max_epochs, accelerator="auto", devices="auto", precision=precision,
         callbacks=[Finetuning(job.strategy, unfreeze_every=job.unfreeze_every, backbone_lr_factor=job.backbone_lr_factor),
@@ -179,6 +189,7 @@ def run_fit(job: FitJob) -> FitResult:
                    *([calibration] if calibration else [])],
         # CSVLogger deletes the metrics file of a version it opens again: each attempt gets its own.
         logger=[CSVLogger(work, name="logs", version=f"csv-{attempt}"), TensorBoardLogger(work, name="logs", version="tensorboard")],
+        reload_dataloaders_every_n_epochs=reload,
         num_sanity_val_steps=0, log_every_n_steps=1, enable_progress_bar=job.progress_bar, enable_model_summary=False,
         default_root_dir=work,
     )

@@ -26,6 +26,7 @@ Strategy = Literal["head", "full", "gradual"]
 STRATEGIES: tuple[str, ...] = ("head", "full", "gradual")
 MAX_GROUPS = 4
 STATISTICS_IMAGES = 512  # enough for stable batch-norm statistics; more only costs time
+INFERENCE_BATCH = 256  # images per forward pass where no gradient is taken (fewer, larger passes)
 
 
 class TransferModule(L.LightningModule):
@@ -187,13 +188,15 @@ def pseudo_labels(model: nn.Module, data, threshold: float, device: torch.device
     """The calibrated network as a teacher: its class for each training image whose label is unused,
     where it is at least ``threshold`` sure. Also how many it labelled and how often those agree with
     the folder names (a diagnostic only: those labels never reach training)."""
+    modes = [(m, m.training) for m in model.modules()]  # (restored as they were: frozen layers may be in eval mode)
     model.eval()
     items = data.unlabelled_items()
     probs = []
     with torch.no_grad():
-        for x, _ in data.unlabelled_dataloader():
+        for x, _ in data.unlabelled_dataloader(batch_size=INFERENCE_BATCH):
             probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
-    model.train()
+    for m, training in modes:
+        m.train(training)
     confidence, predicted = torch.cat(probs).max(dim=1)
     labelled = {i.rel for i in data.splits["train"]}
     chosen = {i.rel: int(p) for i, c, p in zip(items, confidence, predicted, strict=True)
@@ -206,11 +209,15 @@ def pseudo_labels(model: nn.Module, data, threshold: float, device: torch.device
 
 class CalibrateInput(Callback):
     """Before the first epoch of a fresh run from pretrained weights: ``calibrate_input``, then (with a
-    ``threshold``) ``pseudo_labels`` join the training split. A resumed run keeps the weights and
-    statistics its checkpoint holds and the same pseudo-labels, kept in the callback's state."""
+    ``threshold``) ``pseudo_labels`` join the training split. With ``relabel_every``, the model being
+    trained becomes the teacher after every that many epochs (self-training: its labels get better
+    as it does); the trainer must reload its training loader as often. A resumed run keeps the
+    weights and statistics its checkpoint holds and the same pseudo-labels, kept in the callback's
+    state."""
 
-    def __init__(self, threshold: float | None = None) -> None:
+    def __init__(self, threshold: float | None = None, relabel_every: int | None = None) -> None:
         self.threshold = threshold
+        self.relabel_every = relabel_every
         self.report: dict | None = None
         self.labels: dict[str, int] = {}
 
@@ -225,6 +232,16 @@ class CalibrateInput(Callback):
                 self.report |= found
         data.pseudo_labels = dict(self.labels)  # read when the training loader is made, after this hook
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        done = trainer.current_epoch + 1
+        if (self.threshold is None or not self.relabel_every or done % self.relabel_every
+                or done >= trainer.max_epochs or trainer.should_stop):
+            return
+        self.labels, found = pseudo_labels(pl_module, trainer.datamodule, self.threshold, pl_module.device)
+        trainer.datamodule.pseudo_labels = dict(self.labels)  # the next epoch's training loader is made anew
+        if self.report is not None:
+            self.report.setdefault("relabelled", []).append({"after_epoch": done, **found})
+
     def state_dict(self) -> dict[str, Any]:
         return {"report": self.report, "labels": self.labels}
 
@@ -233,36 +250,32 @@ class CalibrateInput(Callback):
 
 
 class EpochHistory(Callback):
-    """One row per finished epoch: seconds of fitting so far (across resumes), losses and accuracies.
-    Kept in Lightning checkpoints, so a resumed run's history is whole."""
+    """One row per finished epoch: seconds of fitting so far (wall time from the start of the fit,
+    across resumes: calibration, validation, pseudo-labelling and checkpoints included), losses and
+    accuracies. Kept in Lightning checkpoints, so a resumed run's history is whole."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
-        self._elapsed = 0.0
-        self._t0: float | None = None
+        self._elapsed = 0.0  # seconds of earlier attempts (restored from a checkpoint)
+        self._start: float | None = None
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Listed before the calibration callback: its work counts in the first epoch's time.
-        self._t0 = time.perf_counter()
+        self._start = time.perf_counter()
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
+    def seconds(self) -> float:
+        return self._elapsed + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After the epoch's validation, with the epoch's training metrics reduced; before the
         # checkpoint of this epoch is written (Lightning runs checkpoint callbacks last).
-        if self._t0 is None:
-            return
-        now = time.perf_counter()
-        self._elapsed += now - self._t0
-        self._t0 = None
         m = trainer.callback_metrics
-        self.rows.append({"epoch": trainer.current_epoch + 1, "seconds": round(self._elapsed, 4),
+        self.rows.append({"epoch": trainer.current_epoch + 1, "seconds": round(self.seconds(), 4),
                           **{k: float(m[k]) for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in m}})
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "elapsed": self._elapsed}
+        return {"rows": self.rows, "elapsed": self.seconds()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows, self._elapsed = list(state_dict["rows"]), float(state_dict["elapsed"])
+        self._start = time.perf_counter()

@@ -62,3 +62,21 @@ def test_an_unreadable_image_is_named(tiny_images: Path) -> None:
     data = ImageDataModule(tiny_images, CLASSES, 32, Preprocess(), batch_size=64)
     with pytest.raises(UsageError, match=rf"{bad}: unreadable image"):
         list(data.val_dataloader())
+
+
+def test_each_epoch_replays_a_fresh_stratified_share_of_the_source_images(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    target = write_images(tmp_path / "target")
+    source = write_images(tmp_path / "source", per_class=10, seed=1)
+    data = ImageDataModule(target, CLASSES, 32, Preprocess(), labelled_fraction=0.5, replay=source, replay_fraction=0.3)
+    drawn = []
+    for epoch in range(4):
+        data.trainer = SimpleNamespace(current_epoch=epoch)  # what Lightning sets while it trains
+        replayed = [path for path, _ in data.dataset("train", train=True).samples if path.is_relative_to(source)]
+        labels = [label for path, label in data.dataset("train", train=True).samples if path.is_relative_to(source)]
+        assert sorted(labels) == [0] * 3 + [1] * 3 + [2] * 3  # ceil(0.3 * 10) of each class's 10
+        drawn.append(set(replayed))
+    assert drawn[0] != drawn[1] and len(set().union(*drawn)) > 9  # another draw each epoch, more images over the run
+    data.trainer = SimpleNamespace(current_epoch=1)
+    assert {p for p, _ in data.dataset("train", train=True).samples if p.is_relative_to(source)} == drawn[1]  # seeded

@@ -95,3 +95,47 @@ def test_each_kind_of_initial_weights_is_loaded(init: str, tiny_images: Path, tm
     expected = {"onprem": onprem[key], "imagenet": imagenet[key], "none": untouched[key]}[init]
     assert torch.equal(loaded[key], expected)
     assert torch.equal(loaded["classifier.3.weight"], (onprem if init == "onprem" else untouched)["classifier.3.weight"])
+
+
+def test_self_training_relabels_after_every_n_epochs_and_the_next_epoch_trains_on_the_new_labels(
+        tiny_images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from lepton_core.transfer.backbones import build_model
+    from lepton_core.transfer.checkpoint import CheckpointMeta, save_checkpoint
+    from lepton_core.transfer.data import ImageDataModule
+
+    torch.manual_seed(3)
+    onprem = save_checkpoint(tmp_path / "onprem.pt", build_model("mobilenet_v3_small", 3, 32).state_dict(),
+                             CheckpointMeta("mobilenet_v3_small", CLASSES, 32))
+    seen: list[dict[str, int]] = []  # the pseudo-labels each epoch's training loader was made with
+    made = ImageDataModule.train_dataloader
+
+    def spy(self):
+        seen.append(dict(self.pseudo_labels))
+        return made(self)
+
+    monkeypatch.setattr(ImageDataModule, "train_dataloader", spy)
+    from lepton_core.transfer import module as transfer_module
+
+    given: list[dict[str, int]] = []  # what each labelling pass gave
+    labelling = transfer_module.pseudo_labels
+
+    def recorded(*args, **kwargs):
+        labels, found = labelling(*args, **kwargs)
+        given.append(dict(labels))
+        return labels, found
+
+    monkeypatch.setattr(transfer_module, "pseudo_labels", recorded)
+    # a threshold every prediction passes (three classes: the top one is at least 1/3 sure), so that
+    # every unlabelled image is labelled each time and the labels follow the model
+    spec = job(tiny_images, tmp_path / "w", init="onprem", init_path=str(onprem), labelled_fraction=0.5,
+               pseudo_label_threshold=0.3, relabel_every=2, max_epochs=5, patience=5)
+    result = fit(spec)
+    relabels = result.calibration["relabelled"]
+    assert [r["after_epoch"] for r in relabels] == [2, 4]  # not after the last epoch
+    assert all(r["pseudo_labelled"] == 9 for r in relabels)  # 18 training images, half of them labelled
+    assert len(given) == 3 and all(len(labels) == 9 for labels in given)
+    assert seen == given  # epochs 1, 3 and 5 made their loaders, each with the labels of the pass before it
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+    assert all(a["seconds"] < b["seconds"] for a, b in zip(result.history, result.history[1:]))
