@@ -100,12 +100,12 @@ class AdaptOptions(StrictModel):
         default=0.9, gt=0, le=1, description="The calibrated model labels the training images whose labels are unused "
                                              "where it is this sure; empty: only the labelled images train.")
     relabel_every: int | None = Field(
-        default=None, ge=1, le=10_000, description="Self-training: the model being fine-tuned labels the unlabelled "
-                                                   "images again after every this many epochs (its labels improve as "
-                                                   "it does); empty: the calibrated model's labels stay.")
+        default=3, ge=1, le=10_000, description="Self-training: the model being fine-tuned labels the unlabelled "
+                                                "images again after every this many epochs (its labels improve as "
+                                                "it does); empty: the calibrated model's labels stay.")
     source_replay: bool = Field(default=True, description="The on-prem training images join every epoch, so that the "
                                                           "adapted model keeps the on-prem model's answers on on-prem data.")
-    replay_fraction: float = Field(default=1.0, gt=0, le=1,
+    replay_fraction: float = Field(default=0.5, gt=0, le=1,
                                    description="With source_replay: the share of the on-prem training images each epoch "
                                                "replays (stratified; a fresh draw every epoch, so all are replayed "
                                                "over the run).")
