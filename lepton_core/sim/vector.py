@@ -57,7 +57,6 @@ from lepton_core.sim.scenario import (
 
 PAD = 4  # the phase of an empty slot
 _NEVER = np.iinfo(np.int64).max  # the cutover end of a workload not in cutover
-_ONE_HOT = np.eye(4, dtype=np.float32)
 _HOUR_SIN = np.sin(2 * np.pi * np.arange(DAY) / DAY)
 _HOUR_COS = np.cos(2 * np.pi * np.arange(DAY) / DAY)
 
