@@ -95,6 +95,8 @@ class CloudMigrationEnv(gym.Env):
     - ``globals``: ``Box((8,), float32)``: the link's GB this hour/1000, its nominal GB/h/1000, the
       hour of day as sine and cosine, elapsed share of the horizon, cost so far/10,000, transfers in
       flight/workloads, share of workloads in the cloud.
+    - ``instance_price``: ``Box((K,), float32)``, each instance type's $/h/10 in this scenario (prices
+      differ from one scenario to the next), so a policy can tell which type that fits is cheapest.
 
     ## Rewards
 
@@ -141,6 +143,7 @@ class CloudMigrationEnv(gym.Env):
             "workloads": spaces.Box(0.0, FEATURE_MAX, (max_workloads, WORKLOAD_FEATURES), np.float32),
             "workload_mask": spaces.MultiBinary(max_workloads),
             "globals": spaces.Box(-1.0, FEATURE_MAX, (GLOBAL_FEATURES,), np.float32),
+            "instance_price": spaces.Box(0.0, FEATURE_MAX, (self.n_types,), np.float32),
         })
 
     # -- episode --------------------------------------------------------------------------------
@@ -290,7 +293,8 @@ class CloudMigrationEnv(gym.Env):
             self._last_gb / 1000, nominal / 1000, np.sin(2 * np.pi * hour_of_day / DAY), np.cos(2 * np.pi * hour_of_day / DAY),
             self.hour / s.horizon, self.total_cost / 10_000, (self.phase == TRANSFER).sum() / n, (self.phase == CLOUD).sum() / n,
         ], dtype=np.float32)
-        return {"workloads": np.clip(rows, 0.0, FEATURE_MAX), "workload_mask": mask, "globals": np.clip(glob, -1.0, FEATURE_MAX)}
+        return {"workloads": np.clip(rows, 0.0, FEATURE_MAX), "workload_mask": mask, "globals": np.clip(glob, -1.0, FEATURE_MAX),
+                "instance_price": np.minimum(s.instance_price / 10, FEATURE_MAX).astype(np.float32)}
 
     def _info(self, cost: dict[str, float]) -> dict[str, Any]:
         return {"action_mask": self.action_mask(), "cost": cost, "total_cost": self.total_cost, "hour": self.hour}

@@ -419,13 +419,15 @@ class VectorCloudMigrationEnv(VectorEnv):
         glob[:, 5] = np.minimum(self.total_cost / 10_000, FEATURE_MAX)
         glob[:, 6] = self._in_transfer / n
         glob[:, 7] = self._in_cloud / n
+        price = np.minimum(self.ep["price"] / 10, FEATURE_MAX).astype(np.float32)
         if only is None:
             return {"workloads": self._buf.copy().transpose(0, 2, 1), "workload_mask": self.valid.view(np.int8).copy(),
-                    "globals": glob}
+                    "globals": glob, "instance_price": price}
         workloads, valid = np.zeros(self._buf.shape, np.float32), np.zeros(self.valid.shape, bool)
-        final_glob = np.zeros(glob.shape, np.float32)
-        workloads[only], valid[only], final_glob[only] = self._buf[only], self.valid[only], glob[only]
-        return {"workloads": workloads.transpose(0, 2, 1), "workload_mask": valid.view(np.int8), "globals": final_glob}
+        final_glob, final_price = np.zeros(glob.shape, np.float32), np.zeros(price.shape, np.float32)
+        workloads[only], valid[only], final_glob[only], final_price[only] = self._buf[only], self.valid[only], glob[only], price[only]
+        return {"workloads": workloads.transpose(0, 2, 1), "workload_mask": valid.view(np.int8), "globals": final_glob,
+                "instance_price": final_price}
 
     def _info(self) -> dict[str, Any]:
         return {"action_mask": self._mask, "total_cost": self.total_cost.copy(), "hour": self.hour.copy()}

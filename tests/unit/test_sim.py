@@ -237,11 +237,13 @@ def test_the_vector_twin_equals_scalar_envs_step_by_step() -> None:
                 assert vinfo["_final_obs"][j] and vinfo["final_total_cost"][j] == pytest.approx(info["total_cost"], rel=1e-12)
                 assert np.allclose(vinfo["final_obs"]["workloads"][j], obs["workloads"], rtol=1e-6, atol=1e-7)
                 assert np.allclose(vinfo["final_obs"]["globals"][j], obs["globals"], rtol=1e-6, atol=1e-6)
+                assert np.array_equal(vinfo["final_obs"]["instance_price"][j], obs["instance_price"])
                 truncations += trunc
                 obs, info = env.reset()  # SAME_STEP: the vector env has already started the next episode
                 assert vinfo["hour"][j] == 0
             assert np.allclose(vobs["workloads"][j], obs["workloads"], rtol=1e-6, atol=1e-7)
             assert np.allclose(vobs["globals"][j], obs["globals"], rtol=1e-6, atol=1e-6)
+            assert np.array_equal(vobs["instance_price"][j], obs["instance_price"])  # the next episode's prices after a reset
             assert np.array_equal(vinfo["action_mask"][j], info["action_mask"])
     assert episodes >= n and truncations >= 5
 
