@@ -21,8 +21,12 @@ from lepton_core.sim.scenario import DAY, Scenario
 
 POLICY_FILE = "policy.pt"
 # what the planner trains with unless told otherwise: 64 simulators x 128 hours per rollout
+# Rewards are minus hundreds of dollars: an episode's return is -10 to -150; scaled by 0.05 the
+# critic's targets are near 1, and the value loss is not clipped (CleanRL's clip of 0.2 assumes
+# returns of that order: at -100 it would hold the critic back for hundreds of updates).
 PLANNER_DEFAULTS = dict(total_timesteps=200_000, num_envs=64, num_steps=128, learning_rate=3e-4, ent_coef=0.01,
-                        num_minibatches=8, update_epochs=4, gamma=0.995, gae_lambda=0.95)
+                        num_minibatches=8, update_epochs=4, gamma=0.999, gae_lambda=0.95, reward_scale=0.05,
+                        clip_vloss=False)
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,12 @@ def load_policy(path: str | Path, device: str = "cpu") -> MigrationAgent:
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not state.get("agent_spec"):
         raise UsageError(f"{path}: not a migration planner checkpoint (no agent shape in it)")
-    agent = MigrationAgent(**state["agent_spec"])
-    agent.load_state_dict(state["agent"])
+    try:
+        agent = MigrationAgent(**state["agent_spec"])
+        agent.load_state_dict(state["agent"])
+    except (TypeError, RuntimeError) as e:  # another shape of agent: its layers are not this version's
+        raise UsageError(f"{path}: a policy of an older planner version ({str(e).splitlines()[0]}); "
+                         "train it again with `lepton train-planner`") from None
     agent.eval()
     return agent.to(pick_device(device))
 

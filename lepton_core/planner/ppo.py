@@ -55,6 +55,9 @@ class PPOConfig(BaseModel):
     num_envs: int = Field(4, ge=1, le=65_536, description="Copies of the env stepped together.")
     num_steps: int = Field(128, ge=1, description="Steps per copy in each rollout.")
     gamma: float = Field(0.99, ge=0, le=1, description="Discount factor.")
+    reward_scale: float = Field(1.0, gt=0, description="Rewards are multiplied by this before learning (not in the logged "
+                                "returns): keeps returns, values and the value loss near 1 when an env's rewards are large, "
+                                "so the critic's gradients do not crowd the actor's out of the global gradient clip.")
     gae_lambda: float = Field(0.95, ge=0, le=1, description="Lambda of generalised advantage estimation.")
     num_minibatches: int = Field(4, ge=1, description="Minibatches per epoch.")
     update_epochs: int = Field(4, ge=1, description="Epochs over each rollout.")
@@ -284,6 +287,7 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
                     reward = np.where(resetting, 0.0, reward)
                     terminations, truncations = terminations & ~resetting, truncations & ~resetting
                 running_return += reward
+                reward = reward * cfg.reward_scale
                 ended = np.logical_or(terminations, truncations)
                 if truncations.any():  # bootstrap a time-limit ending from its final observation's value
                     last = next_obs_np if next_step_mode else info["final_obs"]  # NEXT_STEP returns it as the observation

@@ -8,6 +8,7 @@ import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lepton_core.errors import UsageError
@@ -51,6 +52,11 @@ def test_a_loaded_policy_plans_any_scenario_up_to_its_size(tmp_path) -> None:
         policy_plan(agent, generate(np.random.default_rng(1), 7, horizon=72))
     with pytest.raises(UsageError, match="no trained planner policy"):
         load_policy(tmp_path / "missing.pt")
+    older = torch.load(trained.policy, weights_only=True)  # a checkpoint whose layers are not this agent's
+    older["agent"]["start_head.0.weight"] = older["agent"].pop("start_out.weight")
+    torch.save(older, tmp_path / "older.pt")
+    with pytest.raises(UsageError, match=r"older\.pt: a policy of an older planner version .*train it again"):
+        load_policy(tmp_path / "older.pt")
 
 
 def test_planner_training_options_reject_sizes_out_of_order() -> None:

@@ -156,6 +156,49 @@ def test_the_migration_policy_is_size_independent_and_trains_on_the_vector_twin(
         assert probs.sum().item() == pytest.approx(1.0) and (probs[~mask[0]] == 0).all() and (probs[mask[0]] > 0).all()
 
 
+def test_the_migration_policy_reads_valid_rows_only_and_prices_from_the_observation() -> None:
+    """The agent packs the valid workload rows: the same weights give the same scores to a scenario
+    padded to 8 or to 16 slots, and what is written into padded rows changes nothing. The start
+    scores move with the observed prices: a type made dearer loses probability."""
+    from lepton_core.sim.env import CloudMigrationEnv
+    from lepton_core.sim.scenario import generate
+
+    s = generate(np.random.default_rng(3), 5, horizon=96)
+    torch.manual_seed(0)
+    small, large = MigrationAgent(8, s.k), MigrationAgent(16, s.k)
+    large.load_state_dict(small.state_dict())
+    scores = []
+    for agent in (small, large):
+        env = CloudMigrationEnv(s, max_workloads=agent.max_workloads)
+        obs, info = env.reset(seed=0)
+        obs["workloads"][s.n:] = 7.0  # garbage in the padded rows: masked out, never read
+        with torch.no_grad():
+            logits = agent.logits(agent.obs_to_tensor({k: v[None] for k, v in obs.items()}))[0]
+        scores.append(logits[: 1 + s.n * s.k])
+    assert torch.allclose(scores[0], scores[1], atol=1e-6)
+
+    with torch.no_grad():
+        small.start_out.bias[-2:] = torch.tensor([-5.0, -5.0])  # a policy that minds how much dearer a type is
+    env = CloudMigrationEnv(s, max_workloads=8)
+    obs, info = env.reset(seed=0)
+    i = int(np.flatnonzero(info["action_mask"][1:].reshape(8, s.k).any(axis=1))[0])
+    fits = np.flatnonzero(info["action_mask"][1:].reshape(8, s.k)[i])
+
+    def scores(prices: np.ndarray) -> torch.Tensor:
+        x = small.obs_to_tensor({**{k: v[None] for k, v in obs.items()}, "instance_price": prices[None]})
+        with torch.no_grad():
+            return small.logits(x)[0, 1 + i * s.k: 1 + (i + 1) * s.k]
+
+    before = scores(obs["instance_price"])
+    k = int(fits[np.argmin(obs["instance_price"][fits])])
+    assert int(before[fits].argmax()) == int(np.flatnonzero(fits == k)[0])  # the cheapest type that fits scores highest
+    dearer = obs["instance_price"].copy()
+    dearer[k] *= 1.5  # half as dear again: its score falls by at least 5 x log(1.5), the others' do not move
+    after = scores(dearer)
+    others = torch.arange(s.k) != k
+    assert after[k] < before[k] - 5 * np.log(1.5) and torch.allclose(after[others], before[others])
+
+
 def test_training_logs_every_figure_to_csv_and_tensorboard(tmp_path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
