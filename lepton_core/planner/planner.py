@@ -5,6 +5,7 @@ in the plan type every method shares."""
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,13 +110,20 @@ def load_policy(path: str | Path, device: str = "cpu") -> MigrationAgent:
 
 def find_policy(path: str | Path | None = None, required: bool = False) -> MigrationAgent | None:
     """The trained policy at ``path``, or the one the train-planner flow left in the state folder;
-    None when there is none and it is not ``required`` (UsageError when it is)."""
+    None when there is none, or only one an older planner version trained, and it is not
+    ``required`` (UsageError when it is): a run plans with the other methods and says why."""
     from lepton_core.state import planner_dir
 
     path = Path(path) if path else planner_dir() / POLICY_FILE
     if not path.is_file() and not required:
         return None
-    return load_policy(path)
+    try:
+        return load_policy(path)
+    except UsageError as e:
+        if required:
+            raise
+        logging.getLogger(__name__).warning("planning without the PPO policy: %s", e)
+        return None
 
 
 def policy_applies(agent: MigrationAgent, scenario: Scenario) -> bool:

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from lepton_core.errors import UsageError
-from lepton_core.planner.planner import load_policy, planner_config, policy_plan, train_planner
+from lepton_core.planner.planner import find_policy, load_policy, planner_config, policy_plan, train_planner
 from lepton_core.sim.plan import compare, replay
 from lepton_core.sim.scenario import generate
 
@@ -57,6 +57,9 @@ def test_a_loaded_policy_plans_any_scenario_up_to_its_size(tmp_path) -> None:
     torch.save(older, tmp_path / "older.pt")
     with pytest.raises(UsageError, match=r"older\.pt: a policy of an older planner version .*train it again"):
         load_policy(tmp_path / "older.pt")
+    with pytest.raises(UsageError, match="older planner version"):  # asked for by name: an error
+        find_policy(tmp_path / "older.pt", required=True)
+    assert find_policy(tmp_path / "older.pt") is None  # the one a run would pick up: planned without it
 
 
 def test_planner_training_options_reject_sizes_out_of_order() -> None:
