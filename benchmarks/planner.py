@@ -9,6 +9,8 @@
    (ppo - exact) / exact.
 3. Large held-out scenarios (``--large`` of them, ``--large-size`` workloads): the policy's plan
    against the cheapest of lift-shift, waves and greedy; the saving is 1 - ppo / best heuristic.
+   For scale, ``cost_lower_bound`` (a relaxation no plan goes below) says how far under the best
+   heuristic any plan could at most be.
 
 Held-out scenarios come from seeds 1,000,000,000 + i; training draws its scenarios from the
 streams of seeds ``seed`` .. ``seed + envs`` (a different stream, never these).
@@ -32,7 +34,7 @@ import torch
 
 from lepton_core.planner.planner import load_policy, planner_config, policy_plan, train_planner
 from lepton_core.sim.exact import solve
-from lepton_core.sim.plan import HEURISTICS, yardstick
+from lepton_core.sim.plan import HEURISTICS, cost_lower_bound, yardstick
 from lepton_core.sim.scenario import generate
 
 HELD_OUT = 1_000_000_000
@@ -73,16 +75,20 @@ def main() -> None:
         gaps.append((ppo.outcome.total_cost - exact.plan.outcome.total_cost) / exact.plan.outcome.total_cost)
         print(f"small {i:2d} ({s.n} workloads): ppo ${ppo.outcome.total_cost:,.2f}, exact ${exact.plan.outcome.total_cost:,.2f}"
               f"{'' if exact.optimal else ' (not proved)'}, gap {gaps[-1]:+.2%}")
-    savings = []
+    savings, headroom = [], []
     for i in range(args.large):
         s = generate(np.random.default_rng(HELD_OUT + 10_000 + i), args.large_size)
         best = min((yardstick(s, m) for m in HEURISTICS), key=lambda p: p.outcome.total_cost)
         ppo = policy_plan(agent, s, samples=args.samples)
         savings.append(1 - ppo.outcome.total_cost / best.outcome.total_cost)
+        floor = cost_lower_bound(s)
+        headroom.append(1 - floor / best.outcome.total_cost)
         print(f"large {i:2d} ({s.n} workloads): ppo ${ppo.outcome.total_cost:,.2f}, best heuristic ({best.method}) "
-              f"${best.outcome.total_cost:,.2f}, saving {savings[-1]:+.2%}")
+              f"${best.outcome.total_cost:,.2f}, saving {savings[-1]:+.2%}; no plan below ${floor:,.2f} "
+              f"({headroom[-1]:.1%} under the best heuristic)")
     out = {"mean_gap_to_optimal": round(statistics.mean(gaps), 4) if gaps else None,
            "mean_saving_vs_best_heuristic": round(statistics.mean(savings), 4) if savings else None,
+           "mean_lower_bound_below_best_heuristic": round(statistics.mean(headroom), 4) if headroom else None,
            "train_sps": round(train_sps), "train_steps": trained.global_step, "max_workloads": args.max_workloads,
            "envs": args.envs, "final_train_cost": round(trained.final_cost, 2),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}

@@ -35,7 +35,9 @@ class MaskedCategorical(Categorical):
         self.mask = mask
         if mask is not None:
             logits = torch.where(mask, logits, torch.full_like(logits, MASKED_LOGIT))
-        super().__init__(logits=logits)
+        # no argument checks: the logits are the policy's, the actions its samples or the buffer's
+        # (torch's checks are a few tensor ops a call, on every step of a rollout and an update)
+        super().__init__(logits=logits, validate_args=False)
 
     def entropy(self) -> torch.Tensor:
         if self.mask is None:

@@ -253,12 +253,14 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
     next_obs_np, info = envs.reset(seed=cfg.seed + first_iteration - 1)
     next_obs = agent.obs_to_tensor(next_obs_np)
     next_mask = _mask(info, device)
-    next_done = torch.zeros(N, device=device)
+    next_done = np.zeros(N, dtype=np.float32)
     obs = _alloc(next_obs, T)
     masks = torch.zeros((T, *next_mask.shape), dtype=torch.bool, device=device) if next_mask is not None else None
     actions = torch.zeros((T, N), dtype=torch.long, device=device)
-    logprobs, rewards, dones, values = (torch.zeros((T, N), device=device) for _ in range(4))
-    weights = torch.ones((T, N), device=device) if next_step_mode else None
+    logprobs, values = (torch.zeros((T, N), device=device) for _ in range(2))
+    # what the env returns stays in numpy for the rollout and goes to the device once, after it
+    rewards, dones = np.zeros((T, N), dtype=np.float32), np.zeros((T, N), dtype=np.float32)
+    weights = np.ones((T, N), dtype=np.float32) if next_step_mode else None
     resetting = np.zeros(N, dtype=bool)  # NEXT_STEP: copies whose next step only resets them
     running_return = np.zeros(N)
     result = TrainResult(global_step=global_step, iterations=0)  # a finished checkpoint resumes to no iterations
@@ -276,7 +278,7 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
                 if masks is not None:
                     masks[step] = next_mask
                 if weights is not None:
-                    weights[step] = torch.as_tensor(~resetting, dtype=torch.float32, device=device)
+                    weights[step] = ~resetting
                 with torch.no_grad():
                     action, logprob, _, value = agent.get_action_and_value(next_obs, mask=next_mask)
                 values[step], actions[step], logprobs[step] = value.flatten(), action, logprob
@@ -299,20 +301,22 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
                     if "final_total_cost" in info:
                         done_costs += np.asarray(info["final_total_cost"])[ended].tolist()
                     running_return[ended] = 0.0
-                rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+                rewards[step] = reward
                 next_obs, next_mask = agent.obs_to_tensor(next_obs_np), _mask(info, device)
-                next_done = torch.as_tensor(ended, dtype=torch.float32, device=device)
+                next_done = ended.astype(np.float32)
                 if next_step_mode:
                     resetting = ended
 
+            on_device = lambda a: torch.tensor(a, device=device)  # noqa: E731  (a copy: the numpy buffers are reused)
             with torch.no_grad():
                 next_value = agent.get_value(next_obs).reshape(1, -1)[0]
-                advantages, returns = compute_gae(rewards, values, dones, next_value, next_done, cfg.gamma, cfg.gae_lambda)
+                advantages, returns = compute_gae(on_device(rewards), values, on_device(dones), next_value, on_device(next_done),
+                                                  cfg.gamma, cfg.gae_lambda)
 
             flat = lambda t: t.reshape(-1, *t.shape[2:])  # noqa: E731
             batch = Batch(obs=_map(obs, flat), logprobs=flat(logprobs), actions=flat(actions), advantages=flat(advantages),
                           returns=flat(returns), values=flat(values), masks=flat(masks) if masks is not None else None,
-                          weights=flat(weights) if weights is not None else None)
+                          weights=flat(on_device(weights)) if weights is not None else None)
             stats = ppo_update(agent, optimizer, batch, cfg, generator)
 
             real = batch.weights.cpu().numpy() > 0 if batch.weights is not None else slice(None)

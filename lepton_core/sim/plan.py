@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lepton_core.sim.env import CLOUD, CUTOVER, ONPREM, TRANSFER, CloudMigrationEnv
-from lepton_core.sim.scenario import Scenario
+from lepton_core.sim.scenario import GB_PER_HOUR_PER_GBPS, Scenario
 
 HEURISTICS = ("lift-shift", "waves", "greedy")
 METHODS = (*HEURISTICS, "ppo", "exact")
@@ -206,6 +206,37 @@ def make_plan(scenario: Scenario, method: str, time_limit_s: float = 60.0, polic
     if method != "exact":
         return yardstick(scenario, method)
     return compare(scenario, time_limit_s=time_limit_s, policy=policy)[-1]
+
+
+def cost_lower_bound(scenario: Scenario) -> float:
+    """A cost no plan of ``scenario`` can go below, from a relaxation of the simulator.
+
+    A workload whose cutover begins at hour c pays on-prem for min(c + cutover_hours, horizon)
+    hours, its cloud instance (no cheaper than the cheapest type that fits) for horizon - c hours,
+    and its downtime and data transfer once; one that never reaches cutover pays on-prem for the
+    whole horizon. With one start an hour and a transfer of at least an hour, the j-th cutover
+    cannot begin before hour j, nor before the link, at its best hour's rate, has moved the j
+    smallest datasets. Each workload's cost is nondecreasing in c (taking the cheaper of cutting
+    over and staying), so giving the j-th earliest cutover slot to workloads by a minimum-cost
+    assignment bounds every plan from below. Left out (so the bound is loose by them): dependencies,
+    the SLA penalty for calls across the link, the link's port price, link sharing beyond the
+    total data, and the bandwidth's dips."""
+    from scipy.optimize import linear_sum_assignment
+
+    s = scenario
+    if s.n == 0:
+        return 0.0
+    H, h = s.horizon, s.cutover_hours
+    price = s.instance_price[cheapest_types(s)]
+    best_gb = s.link_gbps * s.link_efficiency * GB_PER_HOUR_PER_GBPS * float(np.max(s.bandwidth_factor))
+    slot = np.maximum(np.arange(1, s.n + 1), np.ceil(np.cumsum(np.sort(s.data_gb)) / max(best_gb, 1e-12)))  # (n,)
+    once = s.downtime_minutes * s.downtime_cost_per_krps_minute * s.traffic_rps / 1000 + s.transfer_per_gb * s.data_gb
+    stay = s.onprem_cost * H
+    move = (once[:, None] + s.onprem_cost[:, None] * np.minimum(slot[None, :] + h, H)
+            + price[:, None] * np.maximum(H - slot[None, :], 0))
+    cost = np.where(slot[None, :] < H, np.minimum(move, stay[:, None]), stay[:, None])  # (workload, slot)
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].sum())
 
 
 def compare(scenario: Scenario, exact: bool = True, time_limit_s: float = 60.0, policy=None) -> list[Plan]:

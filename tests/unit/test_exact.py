@@ -110,3 +110,26 @@ def test_the_comparison_shows_each_plan_against_the_cheapest_and_the_proved_opti
     assert rows["exact"][1] == "$343.40" and rows["exact"][-2:] == ["+0.0%", "+0.0%"]
     waves = plans[1].outcome.total_cost
     assert rows["waves"][-1] == f"{(waves - 343.40) / 343.40:+.1%}"
+
+
+def test_the_cost_lower_bound_is_below_every_plan_and_exact_where_nothing_interacts() -> None:
+    from dataclasses import replace
+
+    from lepton_core.sim.plan import cost_lower_bound
+
+    hand = hand_scenario()
+    assert 0 < cost_lower_bound(hand) <= 343.40  # the cheapest plan of the hand scenario (the test above)
+    for seed, n in ((1, 3), (2, 8), (3, 20), (4, 50)):
+        s = generate(np.random.default_rng(seed), n)
+        assert cost_lower_bound(s) <= min(yardstick(s, m).outcome.total_cost for m in HEURISTICS)
+    # one workload, a steady link with no port price: start at once, two hours of transfer, one of
+    # cutover: on-prem for 3 hours and the cheapest type for the other 46 is every plan's floor and
+    # the greedy plan's cost
+    alone = replace(hand, names=("db",), cpu=hand.cpu[:1], memory_gb=hand.memory_gb[:1], gpu=hand.gpu[:1],
+                    data_gb=hand.data_gb[:1], traffic_rps=hand.traffic_rps[:1], onprem_cost=hand.onprem_cost[:1],
+                    depends=hand.depends[:1, :1], pinned=hand.pinned[:1], link_price=0.0)
+    assert cost_lower_bound(alone) == pytest.approx(1.0 * 3 + 0.10 * 46)
+    assert yardstick(alone, "greedy").outcome.total_cost == pytest.approx(cost_lower_bound(alone))
+    # on-prem cheaper than any cloud type: staying is the floor, and what a plan that starts nothing costs
+    stay = replace(alone, onprem_cost=np.array([0.05]))
+    assert cost_lower_bound(stay) == pytest.approx(0.05 * 48) == pytest.approx(replay(stay, ()).total_cost)
