@@ -200,7 +200,7 @@ def plan(
     cloud: Annotated[Optional[str], typer.Option(help="Plan on this one of the spec's cloud_choice.candidates (default: the target's catalogue; the first candidate when the provider is auto).")] = None,
 ) -> None:
     """Plan the migration of the spec's services in the simulator and print the plan and its cost."""
-    from lepton_core.sim.plan import cheapest, compare, comparison_lines, make_plan, plan_lines
+    from lepton_core.sim.plan import cheapest, compare, comparison_lines, cost_lower_bound, make_plan, plan_lines
     from lepton_core.sim.scenario import from_spec
     from lepton_core.spec import load_spec
 
@@ -213,7 +213,7 @@ def plan(
         plans = compare(scenario, time_limit_s=time_limit, policy=agent)
         chosen = cheapest(plans)
         typer.echo(f"{len(plans)} plans for {scenario.n} workloads over {scenario.horizon} h:")
-        for line in comparison_lines(plans):
+        for line in comparison_lines(plans, floor=cost_lower_bound(scenario)):
             typer.echo(line)
     else:
         chosen = make_plan(scenario, method.value, time_limit_s=time_limit, policy=agent)

@@ -14,7 +14,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from lepton_core.fsutil import atomic_write_bytes, atomic_write_text
-from lepton_core.sim.plan import Plan, cheapest, compare, comparison_lines, plan_lines
+from lepton_core.sim.plan import Plan, cheapest, compare, comparison_lines, cost_lower_bound, plan_lines
 from lepton_core.spec import LoadedSpec
 from lepton_core.spec.params import PlanOptions
 from lepton_core.state import planner_dir
@@ -39,7 +39,7 @@ def plan_migration_task(loaded: LoadedSpec, options: PlanOptions, run_dir: str) 
     if any(p.method == "ppo" for p in plans) and curve.is_file():  # the policy's learning curve, with the run
         atomic_write_bytes(out / "learning_curve.png", curve.read_bytes())
     atomic_write_text(out / "plans.json", json.dumps([plan_record(p) for p in plans], indent=2))
-    text = comparison_lines(plans) + [""] + plan_lines(best, scenario)
+    text = comparison_lines(plans, floor=cost_lower_bound(scenario)) + [""] + plan_lines(best, scenario)
     atomic_write_text(out / "plan.txt", "\n".join(text) + "\n")
     get_run_logger().info("plan: %s, $%.2f over %d h", best.method, best.outcome.total_cost, scenario.horizon)
     create_markdown_artifact(key="migration-plan", markdown="```\n" + "\n".join(text) + "\n```\n",

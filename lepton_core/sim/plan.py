@@ -282,9 +282,11 @@ def cheapest(plans: list[Plan]) -> Plan:
     return min(plans, key=lambda p: (p.outcome.total_cost, p.method != "exact"))
 
 
-def comparison_lines(plans: list[Plan]) -> list[str]:
+def comparison_lines(plans: list[Plan], floor: float | None = None) -> list[str]:
     """One line per plan: cost, finish, downtime, how far above the cheapest it is, and, when the
-    exact planner proved its optimum, the gap to that optimum."""
+    exact planner proved its optimum, the gap to that optimum. Without a proof, ``floor`` (the
+    scenario's ``cost_lower_bound``) adds a line that says how far above the optimum the cheapest
+    plan can at most be."""
     best = min(p.outcome.total_cost for p in plans)
     proved = next((p for p in plans if p.method == "exact" and p.notes and p.notes[0].startswith("optimal")), None)
     out = [f"  {'method':<11} {'cost':>12} {'finish':>9} {'downtime':>9} {'vs best':>8}" + (f" {'vs exact':>9}" if proved else "")]
@@ -294,6 +296,9 @@ def comparison_lines(plans: list[Plan]) -> list[str]:
         gap = f" {(o.total_cost - proved.outcome.total_cost) / proved.outcome.total_cost:>+9.1%}" if proved else ""
         out.append(f"  {p.method:<11} {'$' + format(o.total_cost, ',.2f'):>12} {finish:>9} {o.downtime_minutes:>7g} m "
                    f"{(o.total_cost - best) / best:>+8.1%}{gap}")
+    if floor is not None and proved is None and floor > 0:
+        out.append(f"  no plan can cost less than ${floor:,.2f} (cost_lower_bound): the cheapest here is at most "
+                   f"{max(best / floor - 1, 0.0):.1%} above the optimum")
     return out
 
 

@@ -110,6 +110,10 @@ def test_the_comparison_shows_each_plan_against_the_cheapest_and_the_proved_opti
     assert rows["exact"][1] == "$343.40" and rows["exact"][-2:] == ["+0.0%", "+0.0%"]
     waves = plans[1].outcome.total_cost
     assert rows["waves"][-1] == f"{(waves - 343.40) / 343.40:+.1%}"
+    assert comparison_lines(plans, floor=300.0) == lines  # proved: the lower bound adds nothing
+    heuristics = comparison_lines(plans[:3], floor=300.0)  # not proved: how far above the optimum at most
+    best = min(p.outcome.total_cost for p in plans[:3])
+    assert heuristics[-1] == f"  no plan can cost less than $300.00 (cost_lower_bound): the cheapest here is at most {best / 300 - 1:.1%} above the optimum"
 
 
 def test_the_cost_lower_bound_is_below_every_plan_and_exact_where_nothing_interacts() -> None:
