@@ -319,7 +319,7 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
                           weights=flat(on_device(weights)) if weights is not None else None)
             stats = ppo_update(agent, optimizer, batch, cfg, generator)
 
-            real = batch.weights.cpu().numpy() > 0 if batch.weights is not None else slice(None)
+            real = weights.reshape(-1) > 0 if weights is not None else slice(None)  # (the rollout's numpy weights)
             y_pred, y_true = batch.values.cpu().numpy()[real], batch.returns.cpu().numpy()[real]
             var_y = np.var(y_true)
             last = stats[-1]

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lepton_core.sim.env import CLOUD, CUTOVER, ONPREM, TRANSFER, CloudMigrationEnv
-from lepton_core.sim.scenario import GB_PER_HOUR_PER_GBPS, Scenario
+from lepton_core.sim.scenario import Scenario
 
 HEURISTICS = ("lift-shift", "waves", "greedy")
 METHODS = (*HEURISTICS, "ppo", "exact")
@@ -228,7 +228,7 @@ def cost_lower_bound(scenario: Scenario) -> float:
         return 0.0
     H, h = s.horizon, s.cutover_hours
     price = s.instance_price[cheapest_types(s)]
-    best_gb = s.link_gbps * s.link_efficiency * GB_PER_HOUR_PER_GBPS * float(np.max(s.bandwidth_factor))
+    best_gb = s.link_gb_per_hour(int(np.argmax(s.bandwidth_factor)))  # the link at its best hour
     slot = np.maximum(np.arange(1, s.n + 1), np.ceil(np.cumsum(np.sort(s.data_gb)) / max(best_gb, 1e-12)))  # (n,)
     once = s.downtime_minutes * s.downtime_cost_per_krps_minute * s.traffic_rps / 1000 + s.transfer_per_gb * s.data_gb
     stay = s.onprem_cost * H
