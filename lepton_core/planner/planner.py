@@ -101,8 +101,8 @@ def load_policy(path: str | Path, device: str = "cpu") -> MigrationAgent:
     try:
         agent = MigrationAgent(**state["agent_spec"])
         agent.load_state_dict(state["agent"])
-    except (TypeError, RuntimeError) as e:  # another shape of agent: its layers are not this version's
-        raise UsageError(f"{path}: a policy of an older planner version ({str(e).splitlines()[0]}); "
+    except (TypeError, RuntimeError):  # another shape of agent: its layers are not this version's
+        raise UsageError(f"{path}: a policy of an older planner version (its layers are not this planner's); "
                          "train it again with `lepton train-planner`") from None
     agent.eval()
     return agent.to(pick_device(device))
