@@ -162,15 +162,28 @@ class ImageDataModule(L.LightningDataModule):
         replay: another ImageFolder tree (the on-prem data) whose training images, all labelled,
             join every training epoch, so that the model keeps its answers there; ``replay_fraction``
             of them (stratified, seeded, a fresh draw each epoch of the trainer).
+        labelled_share: the training epoch is drawn (with replacement, seeded by the epoch) so that
+            the labelled images make up at least this share of it when other images join them
+            (pseudo-labelled, replayed); None: every image once, shuffled. Without it, a tenth
+            of the labels among ten times as many other images is seen once an epoch, and learning
+            from them is slow.
+        round_steps: with a drawn epoch, its batches are a whole number of rounds of this many (the
+            trainer validates after each round; at least one round), all of ``batch_size``.
     """
 
     def __init__(self, root: str | Path, classes: tuple[str, ...], input_size: int, preprocess: Preprocess, *,
                  labelled_fraction: float = 1.0, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
                  augment: bool = True, name: str = "dataset", fetch: Callable[[], object] | None = None,
-                 replay: str | Path | None = None, replay_name: str = "source", replay_fraction: float = 1.0) -> None:
+                 replay: str | Path | None = None, replay_name: str = "source", replay_fraction: float = 1.0,
+                 labelled_share: float | None = None, round_steps: int = 1) -> None:
         super().__init__()
         if not 0 < labelled_fraction <= 1:
             raise UsageError(f"labelled fraction {labelled_fraction}: must be in (0, 1]")
+        if labelled_share is not None and not 0 < labelled_share < 1:
+            raise UsageError(f"labelled share {labelled_share}: must be in (0, 1)")
+        if round_steps < 1:
+            raise UsageError(f"round steps {round_steps}: must be at least 1")
+        self.labelled_share, self.round_steps = labelled_share, round_steps
         self.root, self.classes, self.input_size, self.preprocess = Path(root), tuple(classes), input_size, preprocess
         self.labelled_fraction, self.batch_size, self.num_workers = labelled_fraction, batch_size, num_workers
         self.seed, self.augment, self.name, self.fetch = seed, augment, name, fetch
@@ -204,9 +217,32 @@ class ImageDataModule(L.LightningDataModule):
         return ImageFiles(self.root, items, tf, extra)
 
     def _loader(self, part: str, train: bool) -> DataLoader:
+        dataset = self.dataset(part, train=train)
+        if train and part == "train":
+            drawn = self.drawn_epoch(dataset)
+            if drawn is not None:
+                return DataLoader(dataset, batch_size=self.batch_size, sampler=drawn, num_workers=self.num_workers,
+                                  persistent_workers=self.num_workers > 0)
         gen = torch.Generator().manual_seed(self.seed) if train else None
-        return DataLoader(self.dataset(part, train=train), batch_size=self.batch_size, shuffle=train, generator=gen,
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, generator=gen,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def drawn_epoch(self, dataset: ImageFiles) -> torch.utils.data.WeightedRandomSampler | None:
+        """The training epoch's draw (see ``labelled_share``); None without a share. The labelled
+        images come first in ``dataset``; the others share the rest equally."""
+        if self.labelled_share is None:
+            return None
+        self.setup()
+        labelled, total = len(self.splits["train"]), len(dataset)
+        share = max(self.labelled_share, labelled / total)  # never fewer than their own share
+        others = total - labelled
+        weights = torch.cat([torch.full((labelled,), share / labelled, dtype=torch.float64),
+                             torch.full((others,), (1 - share) / max(others, 1), dtype=torch.float64)])
+        per_round = self.round_steps * self.batch_size
+        draws = per_round * max(1, round(total / per_round))
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.utils.data.WeightedRandomSampler(weights, draws, replacement=True, generator=gen)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
@@ -217,21 +253,26 @@ class ImageDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)
 
-    def unlabelled_dataloader(self, limit: int | None = None, batch_size: int | None = None) -> DataLoader:
+    def unlabelled_dataloader(self, limit: int | None = None, batch_size: int | None = None, *,
+                              only_unused: bool = False) -> DataLoader:
         """The training split without augmentation (its labels unused), in order; with ``limit``, a
-        seeded sample of that many; ``batch_size`` when not the training one (passes without gradients)."""
-        self.setup()
-        items = self.splits["unlabelled"]
+        seeded sample of that many; ``batch_size`` when not the training one (passes without
+        gradients); ``only_unused``: without the images whose labels are used."""
+        items = self.unlabelled_items(only_unused=only_unused)
         if limit is not None and limit < len(items):
             items = sorted(items, key=lambda i: _unit(f"sample-{self.seed}", i.rel))[:limit]
         tf = image_transform(self.input_size, self.preprocess, train=False)
         return DataLoader(ImageFiles(self.root, items, tf), batch_size=batch_size or self.batch_size,
                           num_workers=self.num_workers)
 
-    def unlabelled_items(self) -> list[Item]:
-        """The training split in ``unlabelled_dataloader``'s order (their folder labels are not for training)."""
+    def unlabelled_items(self, *, only_unused: bool = False) -> list[Item]:
+        """The training split in ``unlabelled_dataloader``'s order (their folder labels are not for
+        training); ``only_unused``: without the labelled subset."""
         self.setup()
-        return list(self.splits["unlabelled"])
+        if not only_unused:
+            return list(self.splits["unlabelled"])
+        labelled = {i.rel for i in self.splits["train"]}
+        return [i for i in self.splits["unlabelled"] if i.rel not in labelled]
 
     def counts(self) -> dict[str, int]:
         self.setup()

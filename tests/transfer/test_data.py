@@ -80,3 +80,35 @@ def test_each_epoch_replays_a_fresh_stratified_share_of_the_source_images(tmp_pa
     assert drawn[0] != drawn[1] and len(set().union(*drawn)) > 9  # another draw each epoch, more images over the run
     data.trainer = SimpleNamespace(current_epoch=1)
     assert {p for p, _ in data.dataset("train", train=True).samples if p.is_relative_to(source)} == drawn[1]  # seeded
+
+
+def test_a_drawn_epoch_gives_the_labelled_images_their_share_in_whole_rounds(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    target = write_images(tmp_path / "target", per_class=40)
+    source = write_images(tmp_path / "source", per_class=40, seed=1)
+    data = ImageDataModule(target, CLASSES, 32, Preprocess(), labelled_fraction=0.1, batch_size=8, replay=source,
+                           labelled_share=0.4, round_steps=3)
+    labelled = len(data.dataset("train").items)  # 4 a class
+    plain = data.dataset("train", train=True)
+    assert labelled == 12 and len(plain) == 12 + 120  # one in eleven of the epoch's images has its label
+    draws = []
+    for epoch in range(3):
+        data.trainer = SimpleNamespace(current_epoch=epoch)
+        sampler = data.train_dataloader().sampler
+        drawn = list(sampler)
+        assert len(drawn) % (3 * 8) == 0 and abs(len(drawn) - len(plain)) <= 12  # whole rounds, about the same length
+        draws.append(drawn)
+    everything = [i for d in draws for i in d]
+    share = sum(1 for i in everything if i < labelled) / len(everything)
+    assert 0.33 < share < 0.47  # 0.4 asked, against 0.09 in a plain epoch
+    assert draws[0] != draws[1]  # a new draw each epoch ...
+    data.trainer = SimpleNamespace(current_epoch=1)
+    assert list(data.train_dataloader().sampler) == draws[1]  # ... the same on a resumed run
+    # a share below the labelled images' own keeps theirs; without a share every image comes once
+    few = ImageDataModule(target, CLASSES, 32, Preprocess(), labelled_fraction=0.9, batch_size=8, labelled_share=0.05)
+    weights = few.drawn_epoch(few.dataset("train", train=True)).weights
+    assert torch.allclose(weights, torch.full_like(weights, weights[0]))
+    assert ImageDataModule(target, CLASSES, 32, Preprocess()).drawn_epoch(plain) is None
+    with pytest.raises(UsageError, match="labelled share 1.0: must be in"):
+        ImageDataModule(target, CLASSES, 32, Preprocess(), labelled_share=1.0)
