@@ -122,12 +122,13 @@ def overhead(rounds: int = 5, steps: int = 40, batch: int = 32) -> dict:
 
     def plain_step() -> float:
         module = TransferModule("resnet18", 10, 32, lr=1e-3, max_epochs=1)
-        net = module.net.train()
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+        module.setup("fit")  # the same memory layout as under Lightning
+        module.train()
+        opt = torch.optim.AdamW(module.parameters(), lr=1e-3, weight_decay=1e-4)
         for i, (xb, yb) in enumerate(loader):
             if i == warm:
                 t0 = time.perf_counter()
-            loss = F.cross_entropy(net(xb), yb)
+            loss = F.cross_entropy(module(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

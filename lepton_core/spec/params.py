@@ -96,6 +96,8 @@ class AdaptOptions(StrictModel):
                                                          "(cosine-annealed).")
     calibrate: bool = Field(default=True, description="Before fine-tuning: re-estimate batch-norm statistics on the "
                                                       "target's images and check the sensor's polarity.")
+    probe: bool = Field(default=True, description="After calibration: refit the classifier on the labelled images' "
+                                                  "features, the backbone frozen, before fine-tuning (LP-FT's linear probe).")
     pseudo_label_threshold: float | None = Field(
         default=0.9, gt=0, le=1, description="The calibrated model labels the training images whose labels are unused "
                                              "where it is this sure; empty: only the labelled images train.")
@@ -109,6 +111,13 @@ class AdaptOptions(StrictModel):
                                    description="With source_replay: the share of the on-prem training images each epoch "
                                                "replays (stratified; a fresh draw every epoch, so all are replayed "
                                                "over the run).")
+    labelled_share: float | None = Field(
+        default=0.25, gt=0, lt=1, description="Each epoch is drawn so that the labelled images make up at least this "
+                                              "share of it (the pseudo-labelled and replayed ones outnumber them about "
+                                              "ten to one); empty: every image once an epoch.")
+    val_every_n_steps: int | None = Field(
+        default=15, ge=1, le=100_000, description="With labelled_share: validate after every this many training steps "
+                                                  "(each epoch a whole number of such rounds); empty: once an epoch.")
     scratch_lr: float = Field(default=1e-3, gt=0, le=1, description="AdamW's learning rate for the from-scratch yardstick.")
     compare_scratch: bool = Field(default=True, description="Also train the architecture from scratch on the same "
                                                            "labels and budget, as the yardstick.")

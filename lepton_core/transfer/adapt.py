@@ -176,9 +176,11 @@ def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Pat
     replayed = (dict(replay_root=str(replay.root), replay_name=model.source_dataset, replay_fraction=options.replay_fraction)
                 if replay else {})
     adapted_job, version = _job("adapted", base, dict(init=options.init, init_path=init_path, strategy=options.strategy,
-                                                      calibrate=options.calibrate, **replayed,
+                                                      calibrate=options.calibrate, probe=options.probe, **replayed,
                                                       pseudo_label_threshold=options.pseudo_label_threshold,
-                                                      relabel_every=options.relabel_every),
+                                                      relabel_every=options.relabel_every,
+                                                      labelled_share=options.labelled_share,
+                                                      val_every_n_steps=options.val_every_n_steps),
                                 [images.digest, replay.digest if replay else ""], state_root, model.name, options.fresh)
     say(f"fine-tuning {model.architecture} ({options.strategy}, from {options.init} weights) on "
         f"{options.labelled_fraction:.0%} of the labels")

@@ -67,6 +67,8 @@ class FitJob(BaseModel):
     augment: bool = True
     calibrate: bool = Field(default=True, description="Before fine-tuning pretrained weights: re-estimate batch-norm "
                             "statistics on the target's images (AdaBN) and check the sensor's polarity.")
+    probe: bool = Field(default=False, description="With calibration: refit the head on the labelled images' features "
+                                                   "before fine-tuning (the linear probe of LP-FT).")
     pseudo_label_threshold: float | None = Field(
         default=0.9, gt=0, le=1, description="With calibration: the calibrated network labels the training images whose "
                                              "labels are unused, where it is this sure; None: labelled images only.")
@@ -77,6 +79,12 @@ class FitJob(BaseModel):
     replay_root: str | None = Field(default=None, description="The on-prem images (ImageFolder) whose training split "
                                                               "joins every epoch, so that the model keeps its answers there.")
     replay_name: str = "source"
+    labelled_share: float | None = Field(
+        default=None, gt=0, lt=1, description="Draw each training epoch (with replacement) so that the labelled images "
+                                              "make up at least this share of it; None: every image once, shuffled.")
+    val_every_n_steps: int | None = Field(
+        default=None, ge=1, le=100_000, description="With labelled_share: the drawn epoch is a whole number of rounds of "
+                                                    "this many steps, validated after each round; None: once an epoch.")
     replay_fraction: float = Field(default=1.0, gt=0, le=1, description="Share of the on-prem training images each "
                                                                         "epoch replays (a fresh draw every epoch).")
     seed: int = Field(default=0, ge=0)
@@ -160,10 +168,13 @@ def run_fit(job: FitJob) -> FitResult:
     work.mkdir(parents=True, exist_ok=True)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # tips and banners
     L.seed_everything(job.seed, workers=True, verbose=False)
+    # validation after every round of a drawn epoch (whose last round ends the epoch), else once an epoch
+    rounds = job.val_every_n_steps if job.labelled_share is not None else None
     data = ImageDataModule(job.data_root, job.classes, job.input_size, Preprocess(job.mode, job.mean, job.std),
                            labelled_fraction=job.labelled_fraction, batch_size=job.batch_size, num_workers=job.num_workers,
                            seed=job.seed, augment=job.augment, name=job.data_name, replay=job.replay_root,
-                           replay_name=job.replay_name, replay_fraction=job.replay_fraction)
+                           replay_name=job.replay_name, replay_fraction=job.replay_fraction,
+                           labelled_share=job.labelled_share, round_steps=rounds or 1)
     module = TransferModule(job.architecture, len(job.classes), job.input_size, lr=job.lr, weight_decay=job.weight_decay,
                             max_epochs=job.max_epochs)
     last = work / "checkpoints" / "last.ckpt"
@@ -172,24 +183,31 @@ def run_fit(job: FitJob) -> FitResult:
     if not resumed:
         initial_weights(module, job)
     history = EpochHistory()
-    best = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val_acc", mode="max", save_last=True,
-                           enable_version_counter=False, save_on_train_epoch_end=True)
+    # the best model as each validation finds it (several an epoch with rounds); last.ckpt at each
+    # epoch's end, the only point a run is resumed from
+    # (weights only: nothing resumes from it, and it is written up to once a validation)
+    best = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val_acc", mode="max",
+                           save_weights_only=True, enable_version_counter=False, save_on_train_epoch_end=False)
+    latest = ModelCheckpoint(dirpath=work / "checkpoints", filename="last", monitor=None, save_top_k=1,
+                             enable_version_counter=False, save_on_train_epoch_end=True)
     precision = resolve_precision(job.precision)
-    calibration = (CalibrateInput(job.pseudo_label_threshold, job.relabel_every)
+    calibration = (CalibrateInput(job.pseudo_label_threshold, job.relabel_every, probe=job.probe)
                    if job.calibrate and job.init != "none" else None)
     relabel = job.relabel_every if calibration and job.pseudo_label_threshold is not None else None
-    # the training loader is made again when its images change: new pseudo-labels, or the next draw
-    # of the replayed on-prem images
-    reload = 1 if job.replay_root and job.replay_fraction < 1 else (relabel or 0)
+    # the training loader is made again when its images change: new pseudo-labels, the next draw
+    # of the replayed on-prem images, or the next epoch's draw
+    reload = 1 if (job.replay_root and job.replay_fraction < 1) or job.labelled_share is not None else (relabel or 0)
     trainer = L.Trainer(
         max_epochs=job.max_epochs, accelerator="auto", devices="auto", precision=precision,
         callbacks=[Finetuning(job.strategy, unfreeze_every=job.unfreeze_every, backbone_lr_factor=job.backbone_lr_factor),
-                   history, best, EarlyStopping(monitor="val_acc", mode="max", patience=job.patience),
+                   history, best, latest,
+                   # patience in epochs, however often they validate
+                   EarlyStopping(monitor="val_acc", mode="max", patience=job.patience, check_on_train_epoch_end=True),
                    LearningRateMonitor(logging_interval="epoch"),
                    *([calibration] if calibration else [])],
         # CSVLogger deletes the metrics file of a version it opens again: each attempt gets its own.
         logger=[CSVLogger(work, name="logs", version=f"csv-{attempt}"), TensorBoardLogger(work, name="logs", version="tensorboard")],
-        reload_dataloaders_every_n_epochs=reload,
+        reload_dataloaders_every_n_epochs=reload, val_check_interval=rounds or 1.0,
         num_sanity_val_steps=0, log_every_n_steps=1, enable_progress_bar=job.progress_bar, enable_model_summary=False,
         default_root_dir=work,
     )

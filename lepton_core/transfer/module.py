@@ -27,6 +27,7 @@ STRATEGIES: tuple[str, ...] = ("head", "full", "gradual")
 MAX_GROUPS = 4
 STATISTICS_IMAGES = 512  # enough for stable batch-norm statistics; more only costs time
 INFERENCE_BATCH = 256  # images per forward pass where no gradient is taken (fewer, larger passes)
+PROBE_STEPS = 300  # full-batch steps of the linear probe: about 0.2 s for 110 images of 512 features
 
 
 class TransferModule(L.LightningModule):
@@ -57,8 +58,14 @@ class TransferModule(L.LightningModule):
     def head(self) -> nn.Module:
         return head_of(self.net, self.hparams.architecture)
 
+    def setup(self, stage: str) -> None:
+        # channels-last convolutions: about 10% faster training steps and 20% faster inference
+        # passes than NCHW on this project's CPUs (oneDNN), and the layout GPUs' tensor cores want.
+        # The weights keep their names and shapes; a checkpoint loads into an NCHW network as it is.
+        self.net.to(memory_format=torch.channels_last)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, classes)
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=torch.channels_last))
 
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
@@ -184,23 +191,69 @@ def calibrate_input(model: nn.Module, unlabelled, labelled, device: torch.device
     return {"inverted": inverted > as_is, "accuracy_as_is": as_is, "accuracy_inverted": inverted, "unlabelled_images": images}
 
 
+def last_linear(model: nn.Module) -> nn.Linear:
+    """The layer that gives the classes' logits (a ResNet's ``fc``, the last of a ``classifier``)."""
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def head_inputs(model: nn.Module, batches, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """What the last linear layer sees for each image of ``batches`` (the features it classifies, in
+    eval mode, float32 on the CPU), and the batches' labels."""
+    modes = [(m, m.training) for m in model.modules()]  # (restored as they were: frozen layers may be in eval mode)
+    grabbed, labels = [], []
+    hook = last_linear(model).register_forward_pre_hook(lambda _m, args: grabbed.append(args[0].detach().float().cpu()))
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x, y in batches:
+                model(x.to(device))
+                labels.append(torch.as_tensor(y))
+    finally:
+        hook.remove()
+        for m, training in modes:
+            m.train(training)
+    return torch.cat(grabbed), torch.cat(labels)
+
+
+def probe_head(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *, steps: int = PROBE_STEPS,
+               lr: float = 1e-2, anchor: float = 1e-3) -> dict:
+    """Refit the last linear layer on the labelled images' features, the backbone untouched (the
+    linear probe of LP-FT, Kumar et al. 2022): a head fitted to the calibrated features first, so
+    that fine-tuning does not start by pulling the features towards a head that no longer fits
+    them. Full-batch Adam on cross-entropy, with an L2 pull (``anchor``) towards the head as it
+    was, since a hundred labels are few for a few hundred weights a class. Returns the labelled
+    images' accuracy before and after (the training fit, not a validation figure)."""
+    layer = last_linear(model)
+    w0, b0 = layer.weight.detach().float().cpu(), layer.bias.detach().float().cpu()
+    w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
+    opt = torch.optim.Adam([w, b], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = F.cross_entropy(F.linear(features, w, b), labels) + anchor * ((w - w0) ** 2).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        before = float((F.linear(features, w0, b0).argmax(1) == labels).float().mean())
+        after = float((F.linear(features, w, b).argmax(1) == labels).float().mean())
+        layer.weight.copy_(w.to(layer.weight))
+        layer.bias.copy_(b.to(layer.bias))
+    return {"probe": {"labelled_images": int(labels.numel()), "fit_before": before, "fit_after": after, "steps": steps}}
+
+
 def pseudo_labels(model: nn.Module, data, threshold: float, device: torch.device | str = "cpu") -> tuple[dict[str, int], dict]:
     """The calibrated network as a teacher: its class for each training image whose label is unused,
     where it is at least ``threshold`` sure. Also how many it labelled and how often those agree with
     the folder names (a diagnostic only: those labels never reach training)."""
-    modes = [(m, m.training) for m in model.modules()]  # (restored as they were: frozen layers may be in eval mode)
-    model.eval()
-    items = data.unlabelled_items()
-    probs = []
+    items = data.unlabelled_items(only_unused=True)
+    if not items:  # every training image's label is used
+        return {}, {"pseudo_labelled": 0, "threshold": threshold, "agreement_with_folders": None}
+    features, _ = head_inputs(model, data.unlabelled_dataloader(batch_size=INFERENCE_BATCH, only_unused=True), device)
+    layer = last_linear(model)
     with torch.no_grad():
-        for x, _ in data.unlabelled_dataloader(batch_size=INFERENCE_BATCH):
-            probs.append(torch.softmax(model(x.to(device)).float(), dim=1).cpu())
-    for m, training in modes:
-        m.train(training)
-    confidence, predicted = torch.cat(probs).max(dim=1)
-    labelled = {i.rel for i in data.splits["train"]}
-    chosen = {i.rel: int(p) for i, c, p in zip(items, confidence, predicted, strict=True)
-              if float(c) >= threshold and i.rel not in labelled}
+        probs = torch.softmax(F.linear(features, layer.weight.float().cpu(), layer.bias.float().cpu()), dim=1)
+    confidence, predicted = probs.max(dim=1)
+    chosen = {i.rel: int(p) for i, c, p in zip(items, confidence, predicted, strict=True) if float(c) >= threshold}
     truth = {i.rel: i.label for i in items}
     agree = sum(1 for rel, label in chosen.items() if truth[rel] == label)
     return chosen, {"pseudo_labelled": len(chosen), "threshold": threshold,
@@ -208,16 +261,18 @@ def pseudo_labels(model: nn.Module, data, threshold: float, device: torch.device
 
 
 class CalibrateInput(Callback):
-    """Before the first epoch of a fresh run from pretrained weights: ``calibrate_input``, then (with a
-    ``threshold``) ``pseudo_labels`` join the training split. With ``relabel_every``, the model being
+    """Before the first epoch of a fresh run from pretrained weights: ``calibrate_input``; with
+    ``probe``, ``probe_head`` on the labelled images; then (with a ``threshold``) ``pseudo_labels``
+    join the training split. With ``relabel_every``, the model being
     trained becomes the teacher after every that many epochs (self-training: its labels get better
     as it does); the trainer must reload its training loader as often. A resumed run keeps the
     weights and statistics its checkpoint holds and the same pseudo-labels, kept in the callback's
     state."""
 
-    def __init__(self, threshold: float | None = None, relabel_every: int | None = None) -> None:
+    def __init__(self, threshold: float | None = None, relabel_every: int | None = None, probe: bool = False) -> None:
         self.threshold = threshold
         self.relabel_every = relabel_every
+        self.probe = probe
         self.report: dict | None = None
         self.labels: dict[str, int] = {}
 
@@ -225,8 +280,10 @@ class CalibrateInput(Callback):
         data = trainer.datamodule
         if trainer.ckpt_path is None:
             labelled = torch.utils.data.DataLoader(data.dataset("train"), batch_size=256)
-            sample = data.unlabelled_dataloader(limit=STATISTICS_IMAGES)
+            sample = data.unlabelled_dataloader(limit=STATISTICS_IMAGES, batch_size=INFERENCE_BATCH)
             self.report = calibrate_input(pl_module, sample, labelled, pl_module.device)
+            if self.probe:
+                self.report |= probe_head(pl_module, *head_inputs(pl_module, labelled, pl_module.device))
             if self.threshold is not None:
                 self.labels, found = pseudo_labels(pl_module, data, self.threshold, pl_module.device)
                 self.report |= found
@@ -250,9 +307,11 @@ class CalibrateInput(Callback):
 
 
 class EpochHistory(Callback):
-    """One row per finished epoch: seconds of fitting so far (wall time from the start of the fit,
-    across resumes: calibration, validation, pseudo-labelling and checkpoints included), losses and
-    accuracies. Kept in Lightning checkpoints, so a resumed run's history is whole."""
+    """One row per finished epoch, and one per validation within an epoch (when the trainer
+    validates more often): epochs done (a fraction within one), training steps, seconds of fitting
+    so far (wall time from the start of the fit, across resumes: calibration, validation,
+    pseudo-labelling and checkpoints included), losses and accuracies (an epoch's row has its
+    training metrics too). Kept in Lightning checkpoints, so a resumed run's history is whole."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, float]] = []
@@ -266,11 +325,21 @@ class EpochHistory(Callback):
     def seconds(self) -> float:
         return self._elapsed + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if trainer.sanity_checking or loop.batch_progress.is_last_batch:
+            return  # the epoch's own row follows
+        done = (loop.batch_idx + 1) / max(1, trainer.num_training_batches)
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": round(trainer.current_epoch + done, 4), "step": trainer.global_step,
+                          "seconds": round(self.seconds(), 4),
+                          **{k: float(m[k]) for k in ("val_loss", "val_acc") if k in m}})
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After the epoch's validation, with the epoch's training metrics reduced; before the
         # checkpoint of this epoch is written (Lightning runs checkpoint callbacks last).
         m = trainer.callback_metrics
-        self.rows.append({"epoch": trainer.current_epoch + 1, "seconds": round(self.seconds(), 4),
+        self.rows.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "seconds": round(self.seconds(), 4),
                           **{k: float(m[k]) for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in m}})
 
     def state_dict(self) -> dict[str, Any]:

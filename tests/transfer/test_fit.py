@@ -139,3 +139,19 @@ def test_self_training_relabels_after_every_n_epochs_and_the_next_epoch_trains_o
     assert seen == given  # epochs 1, 3 and 5 made their loaders, each with the labels of the pass before it
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
     assert all(a["seconds"] < b["seconds"] for a, b in zip(result.history, result.history[1:]))
+
+
+def test_a_drawn_epoch_validates_after_every_round_and_resumes_from_the_end_of_an_epoch(tiny_images: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    # 9 labelled images, batches of 4, rounds of one step: 2 steps an epoch, a validation after each
+    first = fit(job(tiny_images, work, labelled_fraction=0.5, batch_size=4, labelled_share=0.5, val_every_n_steps=1))
+    assert [(r["epoch"], r["step"]) for r in first.history] == [(0.5, 1), (1, 2)]
+    assert "train_acc" in first.history[1] and "train_acc" not in first.history[0]
+    assert first.best_val_acc == max(r["val_acc"] for r in first.history)
+    assert Path(first.best_checkpoint).name == "best.ckpt" and (work / "checkpoints" / "last.ckpt").is_file()
+    (work / RESULT).unlink()
+    resumed = fit(job(tiny_images, work, labelled_fraction=0.5, batch_size=4, labelled_share=0.5, val_every_n_steps=1,
+                      max_epochs=2))
+    assert resumed.resumed and [(r["epoch"], r["step"]) for r in resumed.history] == [(0.5, 1), (1, 2), (1.5, 3), (2, 4)]
+    assert resumed.history[:2] == first.history
+    assert all(a["seconds"] < b["seconds"] for a, b in zip(resumed.history, resumed.history[1:]))

@@ -12,7 +12,8 @@ from lepton_core.errors import UsageError
 from lepton_core.transfer.backbones import ARCHITECTURES, build_model, load_pretrained, pretrained_file
 from lepton_core.transfer.checkpoint import CheckpointMeta, Preprocess, onprem_weights, save_checkpoint
 from lepton_core.transfer.data import ImageDataModule
-from lepton_core.transfer.module import Finetuning, TransferModule, calibrate_input, recalibrate_batchnorm, unfreeze_groups
+from lepton_core.transfer.module import (Finetuning, TransferModule, calibrate_input, labelled_accuracy, recalibrate_batchnorm,
+                                         unfreeze_groups)
 from tests.transfer.conftest import CLASSES
 
 
@@ -161,3 +162,36 @@ def test_calibration_finds_the_cloud_sensors_negatives_and_leaves_the_onprem_ima
     assert better > worse + 0.3
     flipped = not torch.equal(model.conv1.weight, state["conv1.weight"])
     assert flipped is inverted and (not inverted or torch.equal(model.conv1.weight, -state["conv1.weight"]))
+
+
+def test_the_head_inputs_are_what_the_last_linear_layer_classifies() -> None:
+    from lepton_core.transfer.module import head_inputs, last_linear
+
+    torch.manual_seed(0)
+    model = build_model("mobilenet_v3_small", 3, 32)
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    features, labels = head_inputs(model, [(x[:4], y[:4]), (x[4:], y[4:])])
+    assert last_linear(model) is model.classifier[3] and features.shape == (6, 1024) and torch.equal(labels, y)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), last_linear(model)(features), atol=1e-5)
+
+
+def test_the_linear_probe_fits_the_head_to_the_calibrated_features_and_leaves_the_backbone_alone(demo_full: Path) -> None:
+    from lepton_core.transfer.module import head_inputs, last_linear, probe_head
+
+    classes = tuple(str(c) for c in range(10))
+    state, pre = onprem_weights(demo_full.parent / "models" / "onprem-resnet18.pt", "resnet18", classes, 32)
+    model = build_model("resnet18", 10, 32)
+    model.load_state_dict(state)
+    data = ImageDataModule(demo_full.parent / "data" / "digits-cloud", classes, 32, pre, labelled_fraction=0.1, batch_size=128)
+    labelled = torch.utils.data.DataLoader(data.dataset("train"), batch_size=256)
+    calibrate_input(model, data.unlabelled_dataloader(limit=256), labelled)
+    val = torch.utils.data.DataLoader(data.dataset("val"), batch_size=256)
+    before = labelled_accuracy(model, val)
+    backbone = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("fc.")}
+    report = probe_head(model, *head_inputs(model, labelled))["probe"]
+    after = labelled_accuracy(model, val)
+    assert report["labelled_images"] == len(data.splits["train"]) and report["fit_after"] > report["fit_before"]
+    assert after >= before + 0.03  # held-out images: the head fits the calibrated features better (0.80 -> 0.87 here)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in backbone.items())
+    assert not torch.equal(last_linear(model).weight, state["fc.weight"])
