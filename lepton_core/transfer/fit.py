@@ -183,9 +183,8 @@ def run_fit(job: FitJob) -> FitResult:
     if not resumed:
         initial_weights(module, job)
     history = EpochHistory()
-    # the best model as each validation finds it (several an epoch with rounds); last.ckpt at each
-    # epoch's end, the only point a run is resumed from
-    # (weights only: nothing resumes from it, and it is written up to once a validation)
+    # best.ckpt as each validation finds it (several an epoch with rounds; weights only, since
+    # nothing resumes from it); last.ckpt at each epoch's end, the only point a run resumes from
     best = ModelCheckpoint(dirpath=work / "checkpoints", filename="best", monitor="val_acc", mode="max",
                            save_weights_only=True, enable_version_counter=False, save_on_train_epoch_end=False)
     latest = ModelCheckpoint(dirpath=work / "checkpoints", filename="last", monitor=None, save_top_k=1,
