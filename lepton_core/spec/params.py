@@ -114,8 +114,8 @@ class AdaptOptions(StrictModel):
                                                "over the run).")
     labelled_share: float | None = Field(
         default=0.25, gt=0, lt=1, description="Each epoch is drawn so that the labelled images make up at least this "
-                                              "share of it (the pseudo-labelled and replayed ones outnumber them about "
-                                              "ten to one); empty: every image once an epoch.")
+                                              "share of it (on the demo the pseudo-labelled and replayed ones outnumber "
+                                              "them about twelve to one); empty: every image once an epoch.")
     val_every_n_steps: int | None = Field(
         default=15, ge=1, le=100_000, description="With labelled_share: validate after every this many training steps "
                                                   "(each epoch a whole number of such rounds); empty: once an epoch.")

@@ -325,22 +325,23 @@ class EpochHistory(Callback):
     def seconds(self) -> float:
         return self._elapsed + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
+    def _add(self, trainer: L.Trainer, epoch: float, metrics: tuple[str, ...]) -> None:
+        m = trainer.callback_metrics
+        self.rows.append({"epoch": epoch, "step": trainer.global_step, "seconds": round(self.seconds(), 4),
+                          **{k: float(m[k]) for k in metrics if k in m}})
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loop = trainer.fit_loop.epoch_loop
         if trainer.sanity_checking or loop.batch_progress.is_last_batch:
             return  # the epoch's own row follows
         done = (loop.batch_idx + 1) / max(1, trainer.num_training_batches)
-        m = trainer.callback_metrics
-        self.rows.append({"epoch": round(trainer.current_epoch + done, 4), "step": trainer.global_step,
-                          "seconds": round(self.seconds(), 4),
-                          **{k: float(m[k]) for k in ("val_loss", "val_acc") if k in m}})
+        # (the training metrics in callback_metrics are the last epoch's: not this row's)
+        self._add(trainer, round(trainer.current_epoch + done, 4), ("val_loss", "val_acc"))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # After the epoch's validation, with the epoch's training metrics reduced; before the
         # checkpoint of this epoch is written (Lightning runs checkpoint callbacks last).
-        m = trainer.callback_metrics
-        self.rows.append({"epoch": trainer.current_epoch + 1, "step": trainer.global_step, "seconds": round(self.seconds(), 4),
-                          **{k: float(m[k]) for k in ("train_loss", "train_acc", "val_loss", "val_acc") if k in m}})
+        self._add(trainer, trainer.current_epoch + 1, ("train_loss", "train_acc", "val_loss", "val_acc"))
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "elapsed": self.seconds()}
