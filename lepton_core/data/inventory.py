@@ -8,6 +8,7 @@ import hashlib
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +37,46 @@ class SourceFile:
 
 def inventory(location: str | os.PathLike) -> list[SourceFile]:
     """Every regular file under a folder (or the one file), sorted by ``rel``. Symbolic links are
-    followed; temporary files of our own atomic writes (``.*.part``) are left out."""
-    root = Path(location)
-    if not root.exists():
-        raise UsageError(f"{root}: source does not exist")
+    followed; temporary files of our own atomic writes (``.*.part``) are left out; an unreadable
+    file or folder, or a broken link, is an error."""
+    root = _existing(location)
     if root.is_file():
         st = root.stat()
         _check_readable(root)
         return [SourceFile(root.name, str(root), st.st_size, st.st_mtime_ns, st.st_ino)]
+    uid = os.geteuid() if hasattr(os, "geteuid") else -1
     files: list[SourceFile] = []
+    for rel, entry in _walk(root):
+        st = entry.stat()
+        # os.access is a system call a file; a file its owner may read, or any file for root, needs none
+        if not (uid == 0 or (st.st_uid == uid and st.st_mode & stat.S_IRUSR)):
+            _check_readable(entry.path)
+        files.append(SourceFile(rel, entry.path, st.st_size, st.st_mtime_ns, st.st_ino))
+    files.sort(key=lambda f: f.rel)
+    return files
+
+
+def file_paths(location: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(rel, fspath)`` of the files ``inventory`` lists, in the same order, without asking the file
+    system for each file's size, times and permissions (most of a listing's cost): for a caller that
+    reads every file anyway, and so finds an unreadable one itself."""
+    root = _existing(location)
+    if root.is_file():
+        return [(root.name, str(root))]
+    paths = [(rel, entry.path) for rel, entry in _walk(root)]
+    paths.sort()
+    return paths
+
+
+def _existing(location: str | os.PathLike) -> Path:
+    root = Path(location)
+    if not root.exists():
+        raise UsageError(f"{root}: source does not exist")
+    return root
+
+
+def _walk(root: Path) -> Iterator[tuple[str, os.DirEntry]]:
+    """``(rel, entry)`` for every regular file under the folder ``root``, in no order."""
     stack = [str(root)]
     cut = len(os.path.join(str(root), ""))  # scandir paths start with the root and a separator
     slash = os.sep != "/"
@@ -59,16 +91,13 @@ def inventory(location: str | os.PathLike) -> list[SourceFile]:
             name = entry.name
             if name[0] == "." and name.endswith(".part"):
                 continue
-            st = entry.stat()
-            if stat.S_ISDIR(st.st_mode):
+            if entry.is_dir():  # both follow links; without a link, the folder's own listing answers
                 stack.append(entry.path)
-            elif stat.S_ISREG(st.st_mode):
+            elif entry.is_file():
                 path = entry.path
-                _check_readable(path)
-                rel = path[cut:].replace(os.sep, "/") if slash else path[cut:]
-                files.append(SourceFile(rel, path, st.st_size, st.st_mtime_ns, st.st_ino))
-    files.sort(key=lambda f: f.rel)
-    return files
+                yield (path[cut:].replace(os.sep, "/") if slash else path[cut:]), entry
+            elif entry.is_symlink() and not os.path.exists(entry.path):
+                raise UsageError(f"{entry.path}: broken symbolic link")
 
 
 def _check_readable(path: str | os.PathLike) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lepton_core.data.inventory import inventory
+from lepton_core.data.inventory import file_paths
 from lepton_core.errors import UsageError
 from lepton_core.spec.models import DatasetSpec
 from lepton_core.validation.decode import COLUMNS, describe_parallel
@@ -31,16 +31,16 @@ def scan_images(root: str | Path, dataset: DatasetSpec) -> ImageScan:
     split, class, bytes, sha256, decodes, width, height, mode, error, and ``classes_with_same_hash``
     (how many classes hold an image with these bytes)."""
     root = Path(root)
-    files = inventory(root)
+    files = file_paths(root)  # every file is read below: no need to ask the file system about each first
     depth = 2 if dataset.splits else 1
     paths, splits, classes, suffixes = [], [], [], []
-    for f in files:
-        parts = f.rel.split("/")
-        paths.append(f.rel)
+    for rel, _ in files:
+        parts = rel.split("/")
+        paths.append(rel)
         splits.append(parts[0] if dataset.splits else "")
         classes.append(parts[depth - 1] if len(parts) > depth else "")  # a file outside any class folder: class ""
-        suffixes.append(os.path.splitext(f.rel)[1].lower())
-    described, histograms = describe_parallel([(f.fspath, cls) for f, cls in zip(files, classes, strict=True)])
+        suffixes.append(os.path.splitext(rel)[1].lower())
+    described, histograms = describe_parallel([(fspath, cls) for (_, fspath), cls in zip(files, classes, strict=True)])
     table = pd.DataFrame({"path": paths, "split": splits, "class": classes, "suffix": suffixes, **described},
                          columns=["path", "split", "class", "suffix", *COLUMNS])
     table["classes_with_same_hash"] = table.groupby("sha256")["class"].transform("nunique").astype("int64")

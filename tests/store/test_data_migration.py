@@ -221,6 +221,7 @@ def test_unreadable_file_is_named(tools, tmp_path: Path, monkeypatch: pytest.Mon
     src = write_tree(tmp_path / "src", {"ok.bin": b"1", "locked/secret.bin": b"2"})
     real_access = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).endswith("secret.bin") else real_access(p, mode))
+    monkeypatch.setattr(os, "geteuid", lambda: os.stat(src).st_uid + 1)  # not the owner, not root: the system is asked
     with pytest.raises(UsageError, match=r"locked/secret.bin: file is not readable"):
         upload_dataset("x", src, store, transfer, store.bucket, "p", cache)
     assert list(store.list(store.bucket, "p/")) == []  # refused before anything was sent
