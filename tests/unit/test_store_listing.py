@@ -31,7 +31,7 @@ def _listing(ns: str = NS) -> bytes:
     return (f'<?xml version="1.0" encoding="UTF-8"?><ListBucketResult{ns}><Name>bkt</Name><Prefix>a/</Prefix>'
             "<KeyCount>2</KeyCount><MaxKeys>1000</MaxKeys><Delimiter>/</Delimiter><IsTruncated>true</IsTruncated>"
             "<ContinuationToken>t1</ContinuationToken><NextContinuationToken>t2</NextContinuationToken>"
-            "<EncodingType>url</EncodingType>" + "".join(objects)
+            "<EncodingType>url</EncodingType><!-- a comment --><?a-processing instruction?>" + "".join(objects)
             + "<CommonPrefixes><Prefix>a/b/</Prefix></CommonPrefixes><CommonPrefixes><Prefix>a/c/</Prefix></CommonPrefixes>"
             "</ListBucketResult>").encode()
 
@@ -54,6 +54,15 @@ def test_a_listing_reads_as_botocore_reads_it(ns: str, timestamps) -> None:
     assert got["Contents"][0]["ChecksumAlgorithm"] == ["SHA256", "CRC32"] and got["Contents"][1]["StorageClass"] == ""
     assert got["Contents"][1]["Key"] == "a/empty & <odd>" and got["IsTruncated"] is True and got["KeyCount"] == 2
     assert got["RequestCharged"] == "requester" and got["ResponseMetadata"]["RequestId"] == "r1"
+
+
+def test_a_cut_short_listing_is_botocores_parse_error_which_is_retried() -> None:
+    from botocore.parsers import ResponseParserError
+
+    shape, body = _shape("ListObjectsV2"), _listing()[:-40]
+    for parser in (RestXMLParser(), FastListingParser()):
+        with pytest.raises(ResponseParserError, match=r"^Unable to parse response .*Further retries may succeed"):
+            parser.parse(_response(body), shape)
 
 
 def test_a_single_object_is_still_a_list_and_an_empty_listing_has_none() -> None:
