@@ -41,13 +41,12 @@ def parity_table(loaded: LoadedSpec, name: str, state_root: Path, store: ObjectS
     spec = loaded.spec
     dataset = spec.dataset(name)
     prefix = dataset_prefix(spec.target.prefix, name)
-    # The source is walked first, alone: a walk is two system calls a file, and each one that
-    # returns while a listing thread parses waits for the GIL. Then the listing (several requests
-    # at a time) waits on the server while this thread reads the manifest and the source's hashes.
-    files = inventory(loaded.resolve(dataset.location))
+    # The listing (several requests at a time) starts first: it mostly waits on the server while
+    # this thread walks the source and reads the manifest and the source's hashes.
     with ThreadPoolExecutor(1) as pool:
         listing = pool.submit(lambda: {o.key[len(prefix) + 1:]: o for o in store.list_all(spec.target.bucket, prefix + "/")
                                        if not o.key.endswith("/" + MANIFEST_NAME)})
+        files = inventory(loaded.resolve(dataset.location))
         manifest = read_manifest(store, spec.target.bucket, prefix)
         if manifest is None:
             raise ValidationFailed(GateResult(dataset=name, side="target", rows={}, seconds=0.0, checks=(CheckResult(
