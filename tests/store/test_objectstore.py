@@ -94,6 +94,26 @@ def test_unreachable_server_is_a_transient_error() -> None:
     assert is_transient(err.value)
 
 
+def test_clients_share_one_reading_of_the_service_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import botocore.loaders
+
+    from lepton_core.store import objectstore
+
+    reads: list[str] = []
+    real = botocore.loaders.JSONFileLoader.load_file
+    monkeypatch.setattr(botocore.loaders.JSONFileLoader, "load_file", lambda self, path: reads.append(path) or real(self, path))
+    objectstore._data_loader.cache_clear()
+    settings = StoreSettings(endpoint_url="http://127.0.0.1:9", access_key_id="k", secret_access_key="s")
+    ObjectStore(settings)
+    first = len(reads)
+    assert any("s3" in r for r in reads)  # the first client read S3's model from botocore's data files
+    ObjectStore(settings)
+    assert len(reads) == first  # the second read nothing
+    monkeypatch.setenv("AWS_DATA_PATH", "/nonexistent")
+    ObjectStore(settings)
+    assert len(reads) > first  # another data path is another loader
+
+
 def test_s3_uri_parsing() -> None:
     assert S3Uri.parse("s3://bucket/a/b.png") == S3Uri("bucket", "a/b.png")
     assert str(S3Uri.parse("s3://bucket")) == "s3://bucket/"
