@@ -28,6 +28,7 @@ from lepton_core.data.inventory import HashCache, SourceFile, inventory, sha256_
 from lepton_core.data.manifest import MANIFEST_NAME, Manifest, ManifestEntry
 from lepton_core.errors import UsageError
 from lepton_core.fsutil import atomic_write_bytes, default_mode
+from lepton_core.gcpause import gc_paused
 from lepton_core.store.objectstore import ObjectInfo, ObjectStore, StoreError
 
 HEAD_THREADS = 16
@@ -85,6 +86,7 @@ def dataset_prefix(target_prefix: str, dataset: str) -> str:
     return "/".join(p for p in (target_prefix.strip("/"), "datasets", dataset) if p)
 
 
+@gc_paused()
 def read_manifest(store: ObjectStore, bucket: str, prefix: str) -> Manifest | None:
     """The manifest of a complete copy under ``prefix``, or None when there is none (or it is unreadable)."""
     from lepton_core.store.objectstore import ObjectNotFound

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lepton_core.errors import UsageError
+from lepton_core.gcpause import gc_paused
 
 HASH_CHUNK = 1024 * 1024
 
@@ -35,6 +36,7 @@ class SourceFile:
         return Path(self.fspath)
 
 
+@gc_paused()
 def inventory(location: str | os.PathLike) -> list[SourceFile]:
     """Every regular file under a folder (or the one file), sorted by ``rel``. Symbolic links are
     followed; temporary files of our own atomic writes (``.*.part``) are left out; an unreadable
@@ -56,6 +58,7 @@ def inventory(location: str | os.PathLike) -> list[SourceFile]:
     return files
 
 
+@gc_paused()
 def file_paths(location: str | os.PathLike) -> list[tuple[str, str]]:
     """``(rel, fspath)`` of the files ``inventory`` lists, in the same order, without asking the file
     system for each file's size, times and permissions (most of a listing's cost): for a caller that
@@ -130,6 +133,7 @@ class HashCache:
     def close(self) -> None:
         self._conn.close()
 
+    @gc_paused()
     def hashes(self, files: list[SourceFile], threads: int = 4) -> dict[str, str]:
         """``{rel: sha256}`` for ``files``; only new or changed files are read."""
         known: dict[str, str] = {}

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from lepton_core.errors import LeptonError
 from lepton_core.fsutil import atomic_path
+from lepton_core.gcpause import gc_paused
 
 Encryption = Literal["none", "AES256", "aws:kms"]
 
@@ -285,6 +286,7 @@ class ObjectStore:
                 for obj in page.get("Contents", []):
                     yield _listed(obj)
 
+    @gc_paused()
     def list_all(self, bucket: str, prefix: str = "", *, threads: int = 4, max_depth: int = 3,
                  max_folders: int = 64) -> list[ObjectInfo]:
         """Every object under ``prefix``, in key order, listed by ``threads`` requests at a time.

@@ -29,6 +29,7 @@ from io import BytesIO
 import numpy as np
 
 from lepton_core.errors import UsageError
+from lepton_core.gcpause import gc_paused
 
 PROCESS_MIN_FILES = 4096  # from this many files on, decode in worker processes
 
@@ -158,6 +159,7 @@ class _Histograms:
         return self.counts
 
 
+@gc_paused()
 def describe_all(items: list[tuple[str, str]]) -> tuple[dict[str, list], dict[str, np.ndarray]]:
     """Describe (path, class) pairs: the manifest's columns (``COLUMNS``, one entry per item, in
     order) and the greyscale pixel histograms summed per class, over the files that decode."""

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lepton_core.errors import UsageError
+from lepton_core.gcpause import gc_paused
 from lepton_core.spec import LoadedSpec, is_s3
 from lepton_core.validation.manifest import class_counts, read_table, scan_images
 from lepton_core.validation.profile import image_profile, table_profile
@@ -77,6 +78,7 @@ def describe(config: Any) -> str:
     return f"{config.type}(column={column})" if column else config.type
 
 
+@gc_paused()
 def run_suites(name: str, tables: dict[str, Any], expectations: dict[str, list[Any]], labels: dict[str, Any],
                docs_dir: Path | None = None) -> list[CheckResult]:
     """Validate each DataFrame in ``tables`` against its expectations; ``labels[table]`` turns a row

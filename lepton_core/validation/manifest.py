@@ -12,6 +12,7 @@ import pandas as pd
 
 from lepton_core.data.inventory import file_paths
 from lepton_core.errors import UsageError
+from lepton_core.gcpause import gc_paused
 from lepton_core.spec.models import DatasetSpec
 from lepton_core.validation.decode import COLUMNS, describe_parallel
 
@@ -26,6 +27,7 @@ class ImageScan:
     histograms: dict[str, np.ndarray]
 
 
+@gc_paused()
 def scan_images(root: str | Path, dataset: DatasetSpec) -> ImageScan:
     """Read and decode every file under ``root`` once. The manifest has one row per file: path,
     split, class, bytes, sha256, decodes, width, height, mode, error, and ``classes_with_same_hash``

@@ -24,6 +24,7 @@ from lepton_core.data.inventory import inventory
 from lepton_core.data.manifest import MANIFEST_NAME
 from lepton_core.data.stage import hash_cache
 from lepton_core.errors import UsageError
+from lepton_core.gcpause import gc_paused
 from lepton_core.spec import LoadedSpec, is_s3
 from lepton_core.store.objectstore import ObjectStore
 from lepton_core.store.target import open_store
@@ -36,6 +37,7 @@ STATS = ("nulls", "mean", "std", "min", "max")
 OBJECT_CHECKS = ("in_source", "in_manifest", "on_target", "size_as_verified", "etag_as_verified", "hash_matches_source")
 
 
+@gc_paused()
 def parity_table(loaded: LoadedSpec, name: str, state_root: Path, store: ObjectStore) -> pd.DataFrame:
     """One row per relative path: what the source, the manifest and the target's listing say."""
     spec = loaded.spec
