@@ -151,7 +151,7 @@ class ObjectStore:
 
         core = botocore.session.get_session()
         # one data loader for the process: a session of its own reads and parses S3's service model
-        # and endpoint rules again, 0.1-0.2 s a client (boto3 shares one between a session's clients)
+        # and endpoint rules again, 0.06-0.23 s a client here (boto3 shares one between a session's clients)
         core.register_component("data_loader", _data_loader(core.get_config_variable("data_path")))
         # Listings are read by converters compiled from the service model (see ``listing``), and
         # timestamps stay the server's ISO 8601 strings: botocore's generic XML reading and its date
