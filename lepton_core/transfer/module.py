@@ -48,6 +48,8 @@ class TransferModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.net = build_model(architecture, num_classes, input_size)
+        self._sums: dict[str, torch.Tensor | None] = {}  # per stage: the epoch's summed loss and right answers
+        self._counts: dict[str, int] = {}  # per stage: the epoch's images
 
     @property
     def backbone(self) -> nn.ModuleList:
@@ -67,14 +69,48 @@ class TransferModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, S, S) -> (N, classes)
         return self.net(x.contiguous(memory_format=torch.channels_last))
 
+    # An epoch's loss and accuracy are summed on the device, step by step, and logged once at the
+    # epoch's end (one read-back). Logging them every step cost 0.73 ms of CPU a step (of Lightning's
+    # 1.07 ms), and on a GPU the step waits on that CPU (benchmarks/RESULTS.md, the H200 entry).
     def _step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing if stage == "train" else 0.0)
-        acc = (logits.argmax(1) == y).float().mean()
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(y))
-        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(y))
+        with torch.no_grad():
+            step = torch.stack((loss.detach().float() * len(y), (logits.argmax(1) == y).sum().float()))
+            sums = self._sums.get(stage)
+            self._sums[stage] = step if sums is None else sums.add_(step)
+            self._counts[stage] = self._counts.get(stage, 0) + len(y)
         return loss
+
+    def epoch_metrics(self, stage: str) -> dict[str, float]:
+        """``{stage}_loss`` and ``{stage}_acc`` (means over the images) of the epoch so far, or of
+        the last validation; empty before any step."""
+        sums, n = self._sums.get(stage), self._counts.get(stage, 0)
+        if sums is None or not n:
+            return {}
+        loss, correct = (sums / n).tolist()
+        return {f"{stage}_loss": loss, f"{stage}_acc": correct}
+
+    def _restart(self, stage: str) -> None:
+        self._sums[stage], self._counts[stage] = None, 0
+
+    def on_train_epoch_start(self) -> None:
+        self._restart("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._restart("val")
+
+    def on_train_epoch_end(self) -> None:
+        for name, value in self.epoch_metrics("train").items():
+            self.log(name, value, on_epoch=True)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.trainer.sanity_checking:  # Lightning's trial batches: nothing to report
+            self._restart("val")
+            return
+        for name, value in self.epoch_metrics("val").items():
+            self.log(name, value, on_epoch=True, prog_bar=True)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
@@ -326,7 +362,10 @@ class EpochHistory(Callback):
         return self._elapsed + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
     def _add(self, trainer: L.Trainer, epoch: float, metrics: tuple[str, ...]) -> None:
-        m = trainer.callback_metrics
+        m = dict(trainer.callback_metrics)
+        module = trainer.lightning_module
+        if hasattr(module, "epoch_metrics"):  # a TransferModule logs its epoch's metrics after this hook
+            m.update(module.epoch_metrics("train"), **module.epoch_metrics("val"))
         self.rows.append({"epoch": epoch, "step": trainer.global_step, "seconds": round(self.seconds(), 4),
                           **{k: float(m[k]) for k in metrics if k in m}})
 

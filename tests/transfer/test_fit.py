@@ -37,6 +37,10 @@ def test_a_finished_run_is_reused_and_an_interrupted_one_resumes(tiny_images: Pa
     assert resumed.history[0] == first.history[0]  # epoch 1 came from the checkpoint, not trained again
     csv = [(work / "logs" / f"csv-{k}" / "metrics.csv").read_text() for k in (1, 2)]  # each attempt's log kept
     assert "val_acc" in csv[0] and "val_acc" in csv[1] and any((work / "logs" / "tensorboard").iterdir())
+    header, *rows = csv[0].splitlines()  # the epoch's metrics reach the loggers as the history has them
+    logged = {k: v for row in rows for k, v in zip(header.split(","), row.split(","), strict=True) if v}
+    assert {k: round(float(logged[k]), 4) for k in ("train_loss", "train_acc", "val_loss", "val_acc")} == \
+        {k: round(first.history[0][k], 4) for k in ("train_loss", "train_acc", "val_loss", "val_acc")}
     assert set(trained_state(resumed)) >= {"classifier.3.weight", "features.0.0.weight"}
 
 

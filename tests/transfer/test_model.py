@@ -35,6 +35,22 @@ def test_fast_dev_run_on_a_tiny_backbone(tiny_images: Path) -> None:
     assert trainer.state.finished and trainer.global_step == 1
 
 
+def test_an_epochs_loss_and_accuracy_are_means_over_its_images_not_its_batches() -> None:
+    torch.manual_seed(0)
+    module = TransferModule("resnet18", 3, 32).eval()  # running statistics: each image scored alone
+    x, y = torch.randn(7, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2, 0])
+    module.on_validation_epoch_start()
+    for lo, hi in ((0, 5), (5, 7)):  # batches of 5 and 2
+        module.validation_step((x[lo:hi], y[lo:hi]), 0)
+    with torch.no_grad():
+        logits = module(x)
+    got = module.epoch_metrics("val")
+    assert got["val_loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, y).item(), rel=1e-5)
+    assert got["val_acc"] == pytest.approx((logits.argmax(1) == y).float().mean().item())
+    module.on_validation_epoch_start()  # the next validation starts from nothing
+    assert module.epoch_metrics("val") == {} and module.epoch_metrics("train") == {}
+
+
 def seed_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, architecture: str = "resnet18") -> dict:
     """ImageNet-shaped weights in a temporary TORCH_HOME, where torchvision's file would be."""
     import torchvision.models as tvm
