@@ -23,6 +23,7 @@ QUICK_OPTIMIZE = OptimizeOptions(trials=1, step_seconds=1.0, max_steps=3, eval_i
 from lepton_core.state import store_dir
 from lepton_core.store import EmbeddedStore, ObjectStore, StoreAuthError, StoreError
 from lepton_core.store.target import PROBE_KEY, TargetInfo
+from tests.conftest import quick_cloud_choice
 
 
 def task_runs(flow_run_id) -> dict[str, object]:
@@ -165,7 +166,7 @@ def test_bad_source_data_fails_the_run_at_the_gate(demo_data: Path, tmp_path: Pa
 
     root = tmp_path / "demo"
     shutil.copytree(demo_data.parent / "data", root / "data")
-    (root / "spec.yaml").write_text(demo_data.read_text())
+    (root / "spec.yaml").write_text(yaml.safe_dump(quick_cloud_choice(yaml.safe_load(demo_data.read_text())), sort_keys=False))
     shutil.rmtree(root / "data/digits-cloud/test/9")
     state = migrate(spec=SpecRef(path=str(root / "spec.yaml")), return_state=True)
     assert state.is_failed()
