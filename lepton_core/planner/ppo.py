@@ -145,6 +145,9 @@ def _mean(x: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
     return x.mean() if w is None else (x * w).sum() / w.sum().clamp(min=1.0)
 
 
+STAT_FIELDS = ("policy_loss", "value_loss", "entropy", "old_approx_kl", "approx_kl", "clipfrac", "ratio_dev")
+
+
 def ppo_update(agent: nn.Module, optimizer: optim.Optimizer, b: Batch, cfg: PPOConfig,
                generator: torch.Generator | None = None) -> list[dict[str, float]]:
     """The update epochs over one batch; per minibatch: the losses, entropy, approx_kl (old and new
@@ -186,9 +189,10 @@ def ppo_update(agent: nn.Module, optimizer: optim.Optimizer, b: Batch, cfg: PPOC
             loss.backward()
             nn.utils.clip_grad_norm_(agent.parameters(), cfg.max_grad_norm)
             optimizer.step()
-            stats.append({"policy_loss": pg_loss.item(), "value_loss": v_loss.item(), "entropy": entropy_loss.item(),
-                          "old_approx_kl": old_approx_kl.item(), "approx_kl": approx_kl.item(), "clipfrac": clipfrac.item(),
-                          "ratio_dev": ((ratio - 1).abs() * (1 if w is None else w)).max().item()})
+            with torch.no_grad():  # one read-back a minibatch (on a GPU each .item() is a sync)
+                figures = torch.stack((pg_loss, v_loss, entropy_loss, old_approx_kl, approx_kl, clipfrac,
+                                       ((ratio - 1).abs() * (1 if w is None else w)).max())).tolist()
+            stats.append(dict(zip(STAT_FIELDS, figures, strict=True)))
         if cfg.target_kl is not None and stats[-1]["approx_kl"] > cfg.target_kl:
             break
     return stats
