@@ -361,11 +361,8 @@ class EpochHistory(Callback):
     def seconds(self) -> float:
         return self._elapsed + (time.perf_counter() - self._start if self._start is not None else 0.0)
 
-    def _add(self, trainer: L.Trainer, epoch: float, metrics: tuple[str, ...]) -> None:
-        m = dict(trainer.callback_metrics)
-        module = trainer.lightning_module
-        if hasattr(module, "epoch_metrics"):  # a TransferModule logs its epoch's metrics after this hook
-            m.update(module.epoch_metrics("train"), **module.epoch_metrics("val"))
+    def _add(self, trainer: L.Trainer, epoch: float, metrics: tuple[str, ...], extra: dict[str, float] | None = None) -> None:
+        m = {**trainer.callback_metrics, **(extra or {})}
         self.rows.append({"epoch": epoch, "step": trainer.global_step, "seconds": round(self.seconds(), 4),
                           **{k: float(m[k]) for k in metrics if k in m}})
 
@@ -378,9 +375,11 @@ class EpochHistory(Callback):
         self._add(trainer, round(trainer.current_epoch + done, 4), ("val_loss", "val_acc"))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After the epoch's validation, with the epoch's training metrics reduced; before the
-        # checkpoint of this epoch is written (Lightning runs checkpoint callbacks last).
-        self._add(trainer, trainer.current_epoch + 1, ("train_loss", "train_acc", "val_loss", "val_acc"))
+        # After the epoch's validation; before the checkpoint of this epoch is written (Lightning
+        # runs checkpoint callbacks last). A TransferModule logs its epoch's training metrics after
+        # this hook, so they are read from it.
+        train = pl_module.epoch_metrics("train") if hasattr(pl_module, "epoch_metrics") else {}
+        self._add(trainer, trainer.current_epoch + 1, ("train_loss", "train_acc", "val_loss", "val_acc"), train)
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "elapsed": self.seconds()}
