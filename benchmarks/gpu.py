@@ -49,8 +49,7 @@ def images(architectures: list[str], size: int, batch: int, steps: int, rounds: 
     """Plain fp32, plain bf16-autocast and Lightning bf16-mixed training steps, alternated."""
     import lightning as L
     import torch.nn.functional as F
-    from lightning.pytorch.callbacks import Callback
-
+    from benchmarks.transfer import step_clock
     from lepton_core.transfer.module import TransferModule
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -59,19 +58,6 @@ def images(architectures: list[str], size: int, batch: int, steps: int, rounds: 
                 torch.randint(0, 10, (batch,), generator=gen).to(device)) for _ in range(4)]
     n = warm + steps
     stream = [batches[i % len(batches)] for i in range(n)]
-
-    class Clock(Callback):
-        def __init__(self) -> None:
-            self.marks: list[float] = []
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            if batch_idx == warm:
-                _sync(device)
-                self.marks.append(time.perf_counter())
-
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            _sync(device)
-            self.marks.append(time.perf_counter())
 
     class Batches:  # one loader of the prepared batches (Lightning reads a bare list as several loaders)
         def __iter__(self):
@@ -102,13 +88,13 @@ def images(architectures: list[str], size: int, batch: int, steps: int, rounds: 
         return (time.perf_counter() - t0) / steps
 
     def lightning(arch: str) -> float:
-        clock = Clock()
+        clock = step_clock(warm, sync=lambda: _sync(device))
         precision = "bf16-mixed" if device.type == "cuda" else "32-true"
         trainer = L.Trainer(max_epochs=1, accelerator=device.type, devices=1, precision=precision, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                             limit_val_batches=0, callbacks=[clock])
         trainer.fit(module(arch), train_dataloaders=Batches())
-        return (clock.marks[1] - clock.marks[0]) / steps
+        return clock.seconds_per_step()
 
     out = {}
     for arch in architectures:

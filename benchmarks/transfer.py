@@ -86,12 +86,40 @@ def adaptation(spec: Path, seeds: int, epochs: int, source_replay: bool, **adapt
     return {**mean, **spread, "time_to_scratch_acc_fraction": statistics.median(fractions), "runs": runs}
 
 
+def step_clock(warm: int, sync=None):
+    """A Lightning callback timing one epoch's steps after the first ``warm``: ``seconds_per_step()``
+    once the epoch has ended. ``sync`` (a GPU's synchronise) runs before each reading."""
+    from lightning.pytorch.callbacks import Callback
+
+    class Clock(Callback):
+        def __init__(self) -> None:
+            self.marks: list[float] = []
+            self.steps = 0
+
+        def _mark(self) -> None:
+            if sync is not None:
+                sync()
+            self.marks.append(time.perf_counter())
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == warm:
+                self._mark()
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self._mark()
+            self.steps = trainer.global_step
+
+        def seconds_per_step(self) -> float:
+            return (self.marks[1] - self.marks[0]) / (self.steps - warm)
+
+    return Clock()
+
+
 def overhead(rounds: int = 5, steps: int = 40, batch: int = 32) -> dict:
     """Plain loop against Lightning, same model, batches and optimiser; rounds alternated."""
     import lightning as L
     import torch
     import torch.nn.functional as F
-    from lightning.pytorch.callbacks import Callback
     from torch.utils.data import DataLoader, TensorDataset
 
     from lepton_core.transfer.module import TransferModule
@@ -101,24 +129,13 @@ def overhead(rounds: int = 5, steps: int = 40, batch: int = 32) -> dict:
     loader = DataLoader(TensorDataset(x, y), batch_size=batch)
     warm = 5
 
-    class Clock(Callback):
-        def __init__(self) -> None:
-            self.marks: list[float] = []
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-            if batch_idx == warm:
-                self.marks.append(time.perf_counter())
-
-        def on_train_epoch_end(self, trainer, pl_module) -> None:
-            self.marks.append(time.perf_counter())
-
     def lightning_step() -> float:
         module = TransferModule("resnet18", 10, 32, lr=1e-3, max_epochs=1)
-        clock = Clock()
+        clock = step_clock(warm)
         trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, callbacks=[clock])
         trainer.fit(module, train_dataloaders=loader)
-        return (clock.marks[1] - clock.marks[0]) / (steps - warm)
+        return clock.seconds_per_step()
 
     def plain_step() -> float:
         module = TransferModule("resnet18", 10, 32, lr=1e-3, max_epochs=1)
