@@ -37,7 +37,7 @@ import torch
 
 from lepton_core.planner.planner import load_policy, planner_config, policy_plan, train_planner
 from lepton_core.sim.exact import solve
-from lepton_core.sim.plan import HEURISTICS, cost_lower_bound, yardstick
+from lepton_core.sim.plan import HEURISTICS, cheapest, cost_lower_bound, yardstick
 from lepton_core.sim.scenario import generate
 
 HELD_OUT = 1_000_000_000
@@ -74,7 +74,7 @@ def main() -> None:
     gaps, optimum_below = [], []
     for i in range(args.small):
         s = generate(np.random.default_rng(HELD_OUT + i), 4 + i % 5)
-        best = min((yardstick(s, m) for m in HEURISTICS), key=lambda p: p.outcome.total_cost)
+        best = cheapest([yardstick(s, m) for m in HEURISTICS])
         exact = solve(s, time_limit_s=args.exact_seconds, hint=best)
         ppo = policy_plan(agent, s, samples=args.samples)
         gaps.append((ppo.outcome.total_cost - exact.plan.outcome.total_cost) / exact.plan.outcome.total_cost)
@@ -85,19 +85,19 @@ def main() -> None:
     savings, headroom, exact_savings = [], [], []
     for i in range(args.large):
         s = generate(np.random.default_rng(HELD_OUT + 10_000 + i), args.large_size)
-        best = min((yardstick(s, m) for m in HEURISTICS), key=lambda p: p.outcome.total_cost)
+        best = cheapest([yardstick(s, m) for m in HEURISTICS])
         ppo = policy_plan(agent, s, samples=args.samples)
         savings.append(1 - ppo.outcome.total_cost / best.outcome.total_cost)
         floor = cost_lower_bound(s)
         headroom.append(1 - floor / best.outcome.total_cost)
-        exact = ""
+        exact_note = ""
         if args.large_exact_seconds > 0:
             found = solve(s, time_limit_s=args.large_exact_seconds, hint=best)
             exact_savings.append(1 - found.plan.outcome.total_cost / best.outcome.total_cost)
-            exact = f"; exact planner in {args.large_exact_seconds:g} s ${found.plan.outcome.total_cost:,.2f} ({exact_savings[-1]:+.2%})"
+            exact_note = f"; exact planner in {args.large_exact_seconds:g} s ${found.plan.outcome.total_cost:,.2f} ({exact_savings[-1]:+.2%})"
         print(f"large {i:2d} ({s.n} workloads): ppo ${ppo.outcome.total_cost:,.2f}, best heuristic ({best.method}) "
               f"${best.outcome.total_cost:,.2f}, saving {savings[-1]:+.2%}; no plan below ${floor:,.2f} "
-              f"({headroom[-1]:.1%} under the best heuristic){exact}")
+              f"({headroom[-1]:.1%} under the best heuristic){exact_note}")
     out = {"mean_gap_to_optimal": round(statistics.mean(gaps), 4) if gaps else None,
            "small_optimum_below_best_heuristic": round(statistics.mean(optimum_below), 4) if optimum_below else None,
            "mean_saving_vs_best_heuristic": round(statistics.mean(savings), 4) if savings else None,
