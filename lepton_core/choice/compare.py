@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from lepton_core.errors import UsageError
 from lepton_core.sim.exact import solve
-from lepton_core.sim.plan import Plan, cheapest, compare
+from lepton_core.sim.plan import Plan, cheapest, compare, plan_rank
 from lepton_core.sim.scenario import DAY, Scenario, from_spec
 from lepton_core.spec import Catalogue, LoadedSpec
 
@@ -149,7 +149,7 @@ def plan_on(loaded: LoadedSpec, catalogue: Catalogue, *, policy=None, exact_max_
             scenario = from_spec(loaded, link=link.name, seed=seed, horizon=horizon, catalogue=catalogue)
             _check_fits(scenario, catalogue)
             plans = compare(scenario, exact=False, policy=policy)
-            if best is None or _key(cheapest(plans)) < _key(cheapest(best[2])):
+            if best is None or plan_rank(cheapest(plans).outcome) < plan_rank(cheapest(best[2]).outcome):
                 best = (scenario, link.name, plans)
         if cheapest(best[2]).outcome.finish_hour is not None:
             break
@@ -164,8 +164,6 @@ def plan_on(loaded: LoadedSpec, catalogue: Catalogue, *, policy=None, exact_max_
     return scenario, link_name, plan, {p.method: round(p.outcome.total_cost, 2) for p in plans}, tuple(notes)
 
 
-def _key(plan: Plan) -> tuple[int, float]:
-    return (plan.outcome.finish_hour is None, plan.outcome.total_cost)
 
 
 def _check_fits(scenario: Scenario, catalogue: Catalogue) -> None:

@@ -17,7 +17,7 @@ from lepton_core.fsutil import atomic_write_text, write_figure_png
 from lepton_core.planner.policy import MaskedCategorical, MigrationAgent
 from lepton_core.planner.ppo import PPOConfig, pick_device, train
 from lepton_core.sim.env import CloudMigrationEnv
-from lepton_core.sim.plan import Plan, run_episode
+from lepton_core.sim.plan import Plan, plan_rank, run_episode
 from lepton_core.sim.scenario import DAY, Scenario
 
 POLICY_FILE = "policy.pt"
@@ -137,7 +137,8 @@ def policy_applies(agent: MigrationAgent, scenario: Scenario) -> bool:
 
 def policy_plan(agent: MigrationAgent, scenario: Scenario, samples: int = 16, seed: int = 0) -> Plan:
     """The policy's plan: its greedy rollout and ``samples`` sampled ones, each replayed in the env;
-    the cheapest wins. UsageError when the scenario is larger than the policy was built for."""
+    the best by ``plan_rank`` wins (one that moves everything before one that does not, then the
+    cheapest). UsageError when the scenario is larger than the policy was built for."""
     if scenario.n > agent.max_workloads or scenario.k != agent.n_types:
         raise UsageError(f"the trained planner takes up to {agent.max_workloads} workloads on {agent.n_types} instance types; "
                          f"this system has {scenario.n} on {scenario.k}")
@@ -157,7 +158,7 @@ def policy_plan(agent: MigrationAgent, scenario: Scenario, samples: int = 16, se
     for i in range(samples + 1):
         env.reset(seed=scenario.seed)
         steps, outcome = run_episode(env, chooser(None if i == 0 else torch.Generator().manual_seed(seed + i)))
-        if best is None or outcome.total_cost < best[1].total_cost - 1e-9:
+        if best is None or plan_rank(outcome) < (best[1].finish_hour is None, best[1].total_cost - 1e-9):
             best = (steps, outcome, "greedy" if i == 0 else f"sample {i}")
     steps, outcome, which = best
     return Plan("ppo", steps, outcome, notes=(f"best of the greedy rollout and {samples} samples: {which}",))

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lepton_core.errors import UsageError
-from lepton_core.sim.plan import Outcome, Plan, PlanStep, cheapest_types, replay
+from lepton_core.sim.plan import Outcome, Plan, PlanStep, cheapest_types, plan_rank, replay
 from lepton_core.sim.scenario import Scenario
 
 SCALE = 10_000  # model units per dollar
@@ -101,7 +101,7 @@ def solve(scenario: Scenario, time_limit_s: float = 30.0, workers: int = 2, seed
     note = (f"optimal among pipelined plans, proved in {seconds:.2f} s" if optimal else
             f"best found in {seconds:.1f} s; lower bound ${bound:,.2f} (gap {(objective - bound) / max(objective, 1e-9):.1%})")
     model_steps, outcome = steps, replay(s, steps)
-    if hint is not None and hint.outcome is not None and hint.outcome.total_cost < outcome.total_cost:
+    if hint is not None and hint.outcome is not None and plan_rank(hint.outcome) < plan_rank(outcome):
         steps, outcome = hint.steps, hint.outcome  # a plan that overlaps transfers more can be cheaper
         note += f"; the {hint.method} plan is cheaper"
     plan = _polished(s, steps, outcome, note, time_limit_s)

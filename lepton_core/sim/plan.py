@@ -253,8 +253,7 @@ def compare(scenario: Scenario, exact: bool = True, time_limit_s: float = 60.0, 
         if policy_applies(policy, scenario):
             plans.append(policy_plan(policy, scenario))
     if exact:
-        best = min(plans, key=lambda p: p.outcome.total_cost)
-        plans.append(solve(scenario, time_limit_s=time_limit_s, hint=best).plan)
+        plans.append(solve(scenario, time_limit_s=time_limit_s, hint=cheapest(plans)).plan)
     return plans
 
 
@@ -277,9 +276,16 @@ def plan_lines(plan: Plan, scenario: Scenario) -> list[str]:
     return out
 
 
+def plan_rank(outcome: Outcome) -> tuple[bool, float]:
+    """How plans compare, by their outcomes: one that moves every workload within the horizon
+    before one that does not (moving nothing costs only on-prem hours: less than any migration),
+    then by cost."""
+    return outcome.finish_hour is None, outcome.total_cost
+
+
 def cheapest(plans: list[Plan]) -> Plan:
-    """The plan that costs least; on a tie the exact planner's (it says what it proved)."""
-    return min(plans, key=lambda p: (p.outcome.total_cost, p.method != "exact"))
+    """The best plan by ``plan_rank``; on a tie the exact planner's (it says what it proved)."""
+    return min(plans, key=lambda p: (*plan_rank(p.outcome), p.method != "exact"))
 
 
 def comparison_lines(plans: list[Plan], floor: float | None = None) -> list[str]:

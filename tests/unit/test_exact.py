@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lepton_core.sim.exact import NoPlanFound, solve
-from lepton_core.sim.plan import HEURISTICS, PlanStep, replay, yardstick
+from lepton_core.sim.plan import HEURISTICS, Plan, PlanStep, cheapest, replay, yardstick
 from lepton_core.sim.scenario import generate
 from tests.unit.test_sim import hand_scenario
 
@@ -79,6 +79,17 @@ def test_in_its_time_limit_it_returns_its_best_plan_and_bound_or_keeps_the_hint(
         assert kept.plan.notes[0].startswith("best found in") and kept.bound <= kept.objective
     with pytest.raises(NoPlanFound, match=r"exact planner: no plan found within 0.5 s"):
         solve(big, time_limit_s=0.5)  # no hint, and far too little time for any plan
+
+
+def test_a_plan_that_moves_nothing_is_never_the_cheapest_nor_kept_over_the_exact_plan() -> None:
+    # a policy that never starts a transfer pays only on-prem hours: less than any migration here
+    s = generate(np.random.default_rng(1_000_000_000), 4)
+    stay = Plan("ppo", (), replay(s, ()))
+    heuristics = [yardstick(s, m) for m in HEURISTICS]
+    assert stay.outcome.finish_hour is None and stay.outcome.total_cost < min(p.outcome.total_cost for p in heuristics)
+    assert cheapest([*heuristics, stay]).method == "greedy"
+    result = solve(s, time_limit_s=30, hint=stay)
+    assert result.plan.outcome.finish_hour is not None and "cheaper" not in result.plan.notes[0]
 
 
 def test_the_gantt_chart_is_a_png_of_the_plan(tmp_path) -> None:
