@@ -16,8 +16,15 @@ Parts (``--parts``; run in the order given; each prints one JSON line when it en
 3. ``planner``: the PPO planner's training steps per second on the simulator with the policy on
    the GPU and on the CPU (all its cores), at 64 and 256 simulators, ``--planner-iterations``
    iterations each; median of the per-iteration rates after the first.
+4. ``widths``: is the planner limited by its policy's size? One policy per width in ``--widths``
+   (``MigrationAgent``'s ``hidden``), each trained ``--width-steps`` simulated hours with the
+   planner's defaults (64 simulators, the benchmark's 4-64 workloads) once for each of
+   ``--width-seeds``, all side by side on the GPU, one process each. Each lands in
+   ``--widths-dir``/``h<width>`` (seed 1, the default) or ``h<width>-s<seed>`` (``policy.pt``,
+   ``progress.csv``, ``training.json``), which ``benchmarks/planner.py --hidden <width> --seed <seed>
+   --train-steps <steps> --out <that folder>`` judges on the held-out systems without training further.
 
-Run: python3 benchmarks/gpu.py [--parts images,adapt,planner] [--quick]
+Run: python3 benchmarks/gpu.py [--parts images,adapt,planner,widths] [--quick]
 The last line printed is one JSON object.
 """
 
@@ -146,6 +153,35 @@ def planner(iterations: int, envs_list: list[int], devices: list[str]) -> dict:
     return out
 
 
+def _train_width(hidden: int, steps: int, folder: str, seed: int) -> dict:
+    """One process of the ``widths`` part (spawned: a CUDA context does not survive a fork)."""
+    from lepton_core.planner.planner import planner_config, train_planner
+
+    torch.set_num_threads(2)
+    t0 = time.perf_counter()
+    trained = train_planner(folder, planner_config(total_timesteps=steps, num_envs=64, seed=seed), max_workloads=64,
+                            min_workloads=4, hidden=hidden)
+    with open(Path(folder) / "progress.csv") as f:
+        rates = [float(r["sps"]) for r in csv.DictReader(f)]
+    return {"hidden": hidden, "seed": seed, "steps": trained.global_step, "seconds": round(time.perf_counter() - t0, 1),
+            "train_sps": round(statistics.median(rates[1:] or rates)), "final_train_cost": round(trained.final_cost, 2)}
+
+
+def widths(hiddens: list[int], seeds: list[int], steps: int, root: str) -> dict:
+    import multiprocessing as mp
+
+    runs = [(h, steps, str(Path(root) / _width_folder(h, seed)), seed) for seed in seeds for h in hiddens]
+    with mp.get_context("spawn").Pool(len(runs)) as pool:
+        done = pool.starmap(_train_width, runs)
+    for r in done:
+        print(json.dumps({"width": r}), flush=True)
+    return {_width_folder(r["hidden"], r["seed"]): r for r in done}
+
+
+def _width_folder(hidden: int, seed: int) -> str:
+    return f"h{hidden}" if seed == 1 else f"h{hidden}-s{seed}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="images,adapt,planner")
@@ -156,17 +192,21 @@ def main() -> None:
     parser.add_argument("--adapt-seeds", type=int, default=1)
     parser.add_argument("--adapt-epochs", type=int, default=15)
     parser.add_argument("--planner-iterations", type=int, default=4)
+    parser.add_argument("--widths", default="64,128,256", help="widths part: the policy widths to train")
+    parser.add_argument("--width-steps", type=int, default=1_000_000, help="widths part: simulated hours each")
+    parser.add_argument("--width-seeds", default="1", help="widths part: training seeds (each width trains once a seed)")
+    parser.add_argument("--widths-dir", default="planner-widths", help="widths part: where the policies go")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that every part runs (CPU)")
     parser.add_argument("--json-out", default=None, help="also write the final JSON object here")
     args = parser.parse_args()
     parts = args.parts.split(",")
-    unknown = [p for p in parts if p not in ("images", "adapt", "planner")]
+    unknown = [p for p in parts if p not in ("images", "adapt", "planner", "widths")]
     if unknown:
-        parser.error(f"--parts: unknown part {unknown[0]!r} (known: images, adapt, planner)")
+        parser.error(f"--parts: unknown part {unknown[0]!r} (known: images, adapt, planner, widths)")
     archs = args.architectures.split(",")
     if args.quick:
-        archs, args.batch, args.steps, args.rounds, args.adapt_epochs, args.planner_iterations = (
-            ["resnet18"], 4, 2, 1, 1, 2)
+        archs, args.batch, args.steps, args.rounds, args.adapt_epochs, args.planner_iterations, args.width_steps = (
+            ["resnet18"], 4, 2, 1, 1, 2, 2 * 64 * 128)
 
     cuda = torch.cuda.is_available()
     result: dict = {"device": torch.cuda.get_device_name(0) if cuda else "cpu", "torch": torch.__version__,
@@ -184,6 +224,9 @@ def main() -> None:
         elif part == "adapt":
             result["adapt"] = adapt(args.adapt_seeds, args.adapt_epochs)
             print(json.dumps({"adapt": {k: v for k, v in result["adapt"].items() if k != "runs"}}), flush=True)
+        elif part == "widths":
+            result["widths"] = widths([int(h) for h in args.widths.split(",")], [int(x) for x in args.width_seeds.split(",")],
+                                      args.width_steps, args.widths_dir)
         else:
             devices = (["cuda"] if cuda else []) + ["cpu"]
             result["planner"] = planner(args.planner_iterations, [64, 256] if not args.quick else [8], devices)

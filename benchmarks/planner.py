@@ -19,7 +19,11 @@
 Held-out scenarios come from seeds 1,000,000,000 + i; training draws its scenarios from the
 streams of seeds ``seed`` .. ``seed + envs`` (a different stream, never these).
 
-Run: .venv/bin/python benchmarks/planner.py [--train-steps 200000] [--max-workloads 64]
+``--hidden`` is the policy's width (``MigrationAgent``'s; default 64, the planner's) and ``--seed``
+the training seed; with a folder ``benchmarks/gpu.py``'s ``widths`` part trained, the same
+``--hidden``, ``--seed`` and ``--train-steps`` judge that policy without training it further.
+
+Run: .venv/bin/python benchmarks/planner.py [--train-steps 200000] [--max-workloads 64] [--hidden 64] [--seed 1]
 The last line printed is one JSON object.
 """
 
@@ -58,12 +62,14 @@ def main() -> None:
                         help="also run the exact planner this long on each large scenario (0: not run)")
     parser.add_argument("--out", default=".lepton/bench-planner")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=64, help="the width of the policy's layers")
+    parser.add_argument("--seed", type=int, default=1, help="the training seed (PPOConfig's seed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     began = time.perf_counter()
-    cfg = planner_config(total_timesteps=args.train_steps, num_envs=args.envs)
-    trained = train_planner(args.out, cfg, max_workloads=args.max_workloads, min_workloads=4)
+    cfg = planner_config(total_timesteps=args.train_steps, num_envs=args.envs, seed=args.seed)
+    trained = train_planner(args.out, cfg, max_workloads=args.max_workloads, min_workloads=4, hidden=args.hidden)
     train_seconds = time.perf_counter() - began
     with open(trained.log) as f:
         sps = [float(r["sps"]) for r in csv.DictReader(f)]
@@ -108,7 +114,7 @@ def main() -> None:
            "mean_exact_saving_vs_best_heuristic": round(statistics.mean(exact_savings), 4) if exact_savings else None,
            "large_exact_seconds": args.large_exact_seconds or None,
            "train_sps": round(train_sps), "train_steps": trained.global_step, "max_workloads": args.max_workloads,
-           "envs": args.envs, "final_train_cost": round(trained.final_cost, 2),
+           "envs": args.envs, "hidden": args.hidden, "seed": args.seed, "final_train_cost": round(trained.final_cost, 2),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(out))
 

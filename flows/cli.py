@@ -280,6 +280,7 @@ def train_planner_cmd(
     envs: Annotated[int, typer.Option(min=1, max=65536, help="Simulators stepped together.")] = 64,
     max_workloads: Annotated[int, typer.Option(min=2, max=256, help="The largest system the policy will plan.")] = 16,
     min_workloads: Annotated[int, typer.Option(min=1, max=256, help="The smallest system drawn in training.")] = 4,
+    hidden: Annotated[int, typer.Option(min=8, max=1024, help="Width of the policy's layers (wider plans cheaper; on CPUs it trains slower).")] = 64,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the training run.")] = 1,
     fresh: Annotated[bool, typer.Option(help="Start afresh instead of going on from a checkpoint of the same settings.")] = False,
 ) -> None:
@@ -292,7 +293,7 @@ def train_planner_cmd(
     from lepton_core.spec.params import PlannerTraining
 
     result = train_planner_flow(PlannerTraining(total_timesteps=steps, num_envs=envs, max_workloads=max_workloads,
-                                                min_workloads=min_workloads, seed=seed, fresh=fresh))
+                                                min_workloads=min_workloads, hidden=hidden, seed=seed, fresh=fresh))
     typer.echo(f"planner trained to {result['global_step']:,} steps; last mean episode cost ${result['final_cost']:,.2f}")
     typer.echo(f"policy: {result['policy']}; learning curve: {result['curve']}")
 

@@ -26,11 +26,11 @@ def train_policy_task(options: PlannerTraining, out_dir: str) -> dict:
                          learning_rate=options.learning_rate, seed=options.seed, device=options.device)
     with gpu_slot():
         trained = train_planner(out_dir, cfg, max_workloads=options.max_workloads, min_workloads=options.min_workloads,
-                                resume=not options.fresh)
+                                resume=not options.fresh, hidden=options.hidden)
     get_run_logger().info("planner trained to %d steps; last mean episode cost $%.2f; policy %s",
                           trained.global_step, trained.final_cost, trained.policy)
     create_markdown_artifact(key="planner-training", description="PPO migration planner training", markdown=(
-        f"# PPO migration planner\n\n- steps: {trained.global_step:,}\n- last mean episode cost: ${trained.final_cost:,.2f}\n"
+        f"# PPO migration planner\n\n- steps: {trained.global_step:,}\n- policy width: {options.hidden}\n- last mean episode cost: ${trained.final_cost:,.2f}\n"
         f"- policy: `{trained.policy}`\n- log: `{trained.log}`\n- learning curve: `{trained.curve}`\n"))
     publish_chart(trained.curve, "planner-learning-curve", "PPO migration planner: mean episode cost against env steps")
     return {"policy": str(trained.policy), "global_step": trained.global_step, "final_cost": trained.final_cost,

@@ -21,6 +21,7 @@ from lepton_core.sim.plan import Plan, plan_rank, run_episode
 from lepton_core.sim.scenario import DAY, Scenario
 
 POLICY_FILE = "policy.pt"
+DEFAULT_HIDDEN = 64  # the width of the policy's layers unless told otherwise
 # what the planner trains with unless told otherwise: 64 simulators x 128 hours per rollout
 # Rewards are minus hundreds of dollars: an episode's return is -10 to -150; scaled by 0.05 the
 # critic's targets are near 1, and the value loss is not clipped (CleanRL's clip of 0.2 assumes
@@ -44,7 +45,7 @@ def planner_config(**overrides) -> PPOConfig:
 
 
 def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloads: int = 16, min_workloads: int = 4,
-                  horizon: int = 14 * DAY, resume: bool = True) -> TrainedPlanner:
+                  horizon: int = 14 * DAY, resume: bool = True, hidden: int = DEFAULT_HIDDEN) -> TrainedPlanner:
     """Train the policy on ``cfg.num_envs`` simulators of random scenarios (between ``min_workloads``
     and ``max_workloads`` workloads; demands, data, prices and bandwidth drawn per episode), writing
     ``policy.pt`` (after every iteration), ``progress.csv`` and ``learning_curve.png`` into ``out_dir``.
@@ -59,14 +60,14 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
     out.mkdir(parents=True, exist_ok=True)
     checkpoint = out / POLICY_FILE
     settings = {"config": cfg.model_dump(exclude={"total_timesteps"}), "max_workloads": max_workloads,
-                "min_workloads": min_workloads, "horizon": horizon}
+                "min_workloads": min_workloads, "horizon": horizon, "hidden": hidden}
     resume = resume and checkpoint.is_file() and _same_settings(out / "training.json", settings)
     if not resume:
         for stale in (checkpoint, out / "progress.csv"):
             stale.unlink(missing_ok=True)
     atomic_write_text(out / "training.json", json.dumps(settings, indent=2))
     envs = VectorCloudMigrationEnv(cfg.num_envs, max_workloads=max_workloads, min_workloads=min_workloads, horizon=horizon)
-    agent = MigrationAgent(max_workloads, envs.n_types).to(pick_device(cfg.device))
+    agent = MigrationAgent(max_workloads, envs.n_types, hidden=hidden).to(pick_device(cfg.device))
     result = train(envs, agent, cfg, log_dir=out, checkpoint=checkpoint, resume=checkpoint if resume else None)
     curve = learning_curve_png(out / "progress.csv", out / "learning_curve.png")
     costs = [float(r["episodic_cost"]) for r in _log_rows(out / "progress.csv") if r["episodic_cost"] not in ("", "nan")]
@@ -76,8 +77,10 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
 
 def _same_settings(path: Path, settings: dict) -> bool:
     try:
-        return json.loads(path.read_text()) == json.loads(json.dumps(settings))
-    except (OSError, ValueError):
+        saved = json.loads(path.read_text())
+        saved.setdefault("hidden", DEFAULT_HIDDEN)  # (written before the width was a setting: the default's)
+        return saved == json.loads(json.dumps(settings))
+    except (OSError, ValueError, AttributeError):
         return False
 
 

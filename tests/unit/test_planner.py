@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -98,3 +99,35 @@ def test_cli_train_planner_rejects_sizes_out_of_order_before_anything_starts(tmp
     bad = CliRunner().invoke(app, ["train-planner", "--max-workloads", "2"])
     assert bad.exit_code == 2 and bad.stderr == "error: --min-workloads 4 is larger than --max-workloads 2\n"
     assert not (tmp_path / "home" / "planner").exists()
+
+
+def test_the_policy_width_is_a_training_setting_and_travels_with_the_checkpoint(tmp_path) -> None:
+    narrow = train_planner(tmp_path, small(), max_workloads=6, min_workloads=3, horizon=72, hidden=16)
+    assert json.loads((tmp_path / "training.json").read_text())["hidden"] == 16
+    agent = load_policy(narrow.policy)
+    assert agent.spec()["hidden"] == 16 and agent.value_head[0].in_features == 16
+    # another width starts afresh (its layers are not the checkpoint's)
+    wide = train_planner(tmp_path, small(), max_workloads=6, min_workloads=3, horizon=72, hidden=32)
+    assert wide.global_step == 512 and load_policy(wide.policy).spec()["hidden"] == 32
+    # a folder written before the width was a setting holds a policy of the default width: it goes on from it
+    default = train_planner(tmp_path, small(), max_workloads=6, min_workloads=3, horizon=72)
+    older = json.loads((tmp_path / "training.json").read_text())
+    del older["hidden"]
+    (tmp_path / "training.json").write_text(json.dumps(older))
+    more = train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72)
+    assert default.global_step == 512 and more.global_step == 768
+
+
+def test_every_deployment_s_parameters_are_valid_for_its_flow() -> None:
+    import yaml
+    from prefect.flows import load_flow_from_entrypoint
+
+    root = Path(__file__).resolve().parents[2]
+    deployments = yaml.safe_load((root / "deployments" / "prefect.yaml").read_text())["deployments"]
+    assert any(d["name"] == "train-planner" and d["parameters"]["training"]["hidden"] == 256 for d in deployments)
+    for d in deployments:
+        flow = load_flow_from_entrypoint(str(root / d["entrypoint"]))
+        flow.validate_parameters(d["parameters"])  # raises ParameterTypeError on a value the flow's form would refuse
+    flow = load_flow_from_entrypoint(str(root / "flows/train_planner.py:train_planner_flow"))
+    with pytest.raises(Exception, match="hidden"):
+        flow.validate_parameters({"training": {"hidden": 4}})
