@@ -195,7 +195,7 @@ def main() -> None:
     parser.add_argument("--widths", default="64,128,256", help="widths part: the policy widths to train")
     parser.add_argument("--width-steps", type=int, default=1_000_000, help="widths part: simulated hours each")
     parser.add_argument("--width-seeds", default="1", help="widths part: training seeds (each width trains once a seed)")
-    parser.add_argument("--widths-dir", default="planner-widths", help="widths part: where the policies go")
+    parser.add_argument("--widths-dir", default=".lepton/planner-widths", help="widths part: where the policies go")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a check that every part runs (CPU)")
     parser.add_argument("--json-out", default=None, help="also write the final JSON object here")
     args = parser.parse_args()
@@ -225,8 +225,11 @@ def main() -> None:
             result["adapt"] = adapt(args.adapt_seeds, args.adapt_epochs)
             print(json.dumps({"adapt": {k: v for k, v in result["adapt"].items() if k != "runs"}}), flush=True)
         elif part == "widths":
-            result["widths"] = widths([int(h) for h in args.widths.split(",")], [int(x) for x in args.width_seeds.split(",")],
-                                      args.width_steps, args.widths_dir)
+            try:
+                hiddens, seeds = ([int(x) for x in arg.split(",")] for arg in (args.widths, args.width_seeds))
+            except ValueError:
+                parser.error(f"--widths {args.widths!r} and --width-seeds {args.width_seeds!r}: comma-separated integers")
+            result["widths"] = widths(hiddens, seeds, args.width_steps, args.widths_dir)
         else:
             devices = (["cuda"] if cuda else []) + ["cpu"]
             result["planner"] = planner(args.planner_iterations, [64, 256] if not args.quick else [8], devices)
