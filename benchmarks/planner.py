@@ -40,7 +40,7 @@ import time
 import numpy as np
 import torch
 
-from lepton_core.planner.planner import load_policy, planner_config, policy_plan, train_planner
+from lepton_core.planner.planner import PLAN_SAMPLES, load_policy, planner_config, policy_plan, train_planner
 from lepton_core.sim.exact import solve
 from lepton_core.sim.plan import HEURISTICS, cheapest, cost_lower_bound, yardstick
 from lepton_core.sim.scenario import generate
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=20)
     parser.add_argument("--large", type=int, default=20)
     parser.add_argument("--large-size", type=int, default=50)
-    parser.add_argument("--samples", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=PLAN_SAMPLES, help="sampled rollouts per plan (the planner's default)")
     parser.add_argument("--exact-seconds", type=float, default=60.0)
     parser.add_argument("--large-exact-seconds", type=float, default=0.0,
                         help="also run the exact planner this long on each large scenario (0: not run)")

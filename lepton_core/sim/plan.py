@@ -277,9 +277,9 @@ def plan_lines(plan: Plan, scenario: Scenario) -> list[str]:
 
 
 def plan_rank(outcome: Outcome) -> tuple[bool, float]:
-    """How plans compare, by their outcomes: one that moves every workload within the horizon
-    before one that does not (moving nothing costs only on-prem hours: less than any migration),
-    then by cost."""
+    """How plans compare, by their outcomes (or anything with an outcome's ``finish_hour`` and
+    ``total_cost``): one that moves every workload within the horizon before one that does not
+    (moving nothing costs only on-prem hours: less than any migration), then by cost."""
     return outcome.finish_hour is None, outcome.total_cost
 
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from lepton_core.errors import UsageError
-from lepton_core.planner.planner import find_policy, load_policy, planner_config, policy_plan, train_planner
+from lepton_core.planner.planner import PLAN_SAMPLES, find_policy, load_policy, planner_config, policy_plan, train_planner
 from lepton_core.sim.plan import compare, replay
 from lepton_core.sim.scenario import generate
 
@@ -63,6 +63,38 @@ def test_a_loaded_policy_plans_any_scenario_up_to_its_size(tmp_path) -> None:
     assert find_policy(tmp_path / "older.pt") is None  # the one a run would pick up: planned without it
 
 
+def test_rollouts_side_by_side_are_those_of_the_scalar_simulator(tmp_path) -> None:
+    """Each rollout stepped in the vector simulator costs, replayed in the scalar one, what the
+    vector simulator said; the greedy one is the scalar env's greedy rollout; they differ; and
+    the plan is the cheapest of those that move everything."""
+    from lepton_core.planner.planner import policy_rollouts
+    from lepton_core.planner.policy import MaskedCategorical
+    from lepton_core.sim.env import CloudMigrationEnv
+    from lepton_core.sim.plan import plan_rank, run_episode
+
+    trained = train_planner(tmp_path, small(), max_workloads=8, min_workloads=3, horizon=72)
+    agent = load_policy(trained.policy)
+    s = generate(np.random.default_rng(11), 7, horizon=72)
+    rollouts = policy_rollouts(agent, s, samples=12, seed=3)
+    assert len(rollouts) == 13 and len({r.steps for r in rollouts}) > 1
+    for r in rollouts:
+        outcome = replay(s, r.steps)
+        assert outcome.total_cost == pytest.approx(r.total_cost, rel=1e-9) and outcome.finish_hour == r.finish_hour
+
+    def greedy(env, mask):
+        obs = agent.obs_to_tensor({k: v[None] for k, v in env.observe().items()})
+        with torch.no_grad():
+            return int(MaskedCategorical(agent.logits(obs), torch.as_tensor(mask[None], dtype=torch.bool)).probs.argmax())
+
+    env = CloudMigrationEnv(s, max_workloads=8, strict=True)
+    env.reset(seed=s.seed)
+    assert run_episode(env, greedy)[0] == rollouts[0].steps
+    plan = policy_plan(agent, s, samples=12, seed=3)
+    best = min(rollouts, key=plan_rank)
+    assert plan.steps == best.steps and plan.outcome.total_cost == pytest.approx(best.total_cost)
+    assert all(plan_rank(plan.outcome) <= plan_rank(r) for r in rollouts)
+
+
 def test_planner_training_options_reject_sizes_out_of_order() -> None:
     from pydantic import ValidationError
 
@@ -87,7 +119,7 @@ def test_cli_plans_with_a_trained_policy_and_says_when_there_is_none(demo_data, 
     lines = ok.stdout.splitlines()
     assert re.fullmatch(r"plan \(ppo\): \d+ workloads", lines[0])  # the ones it moved (an untrained policy may wait)
     assert any(line.startswith("cost over 336 h: $") for line in lines)
-    assert lines[-1].startswith("best of the greedy rollout and 16 samples")
+    assert lines[-1].startswith(f"best of the greedy rollout and {PLAN_SAMPLES} samples")
 
 
 def test_cli_train_planner_rejects_sizes_out_of_order_before_anything_starts(tmp_path, monkeypatch) -> None:
