@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from lepton_core.planner.planner import PLAN_SAMPLES, load_policy, planner_config, policy_plan, train_planner
+from lepton_core.planner.policy import DEFAULT_HIDDEN
 from lepton_core.sim.exact import solve
 from lepton_core.sim.plan import HEURISTICS, cheapest, cost_lower_bound, yardstick
 from lepton_core.sim.scenario import generate
@@ -62,7 +63,7 @@ def main() -> None:
                         help="also run the exact planner this long on each large scenario (0: not run)")
     parser.add_argument("--out", default=".lepton/bench-planner")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--hidden", type=int, default=64, help="the width of the policy's layers")
+    parser.add_argument("--hidden", type=int, default=DEFAULT_HIDDEN, help="the width of the policy's layers (the planner's default)")
     parser.add_argument("--seed", type=int, default=1, help="the training seed (PPOConfig's seed)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

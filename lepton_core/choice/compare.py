@@ -164,8 +164,6 @@ def plan_on(loaded: LoadedSpec, catalogue: Catalogue, *, policy=None, exact_max_
     return scenario, link_name, plan, {p.method: round(p.outcome.total_cost, 2) for p in plans}, tuple(notes)
 
 
-
-
 def _check_fits(scenario: Scenario, catalogue: Catalogue) -> None:
     fits = scenario.fits().any(axis=1)
     for i in range(scenario.n):

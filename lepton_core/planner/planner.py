@@ -14,13 +14,12 @@ import torch
 
 from lepton_core.errors import UsageError
 from lepton_core.fsutil import atomic_write_text, write_figure_png
-from lepton_core.planner.policy import MaskedCategorical, MigrationAgent
+from lepton_core.planner.policy import DEFAULT_HIDDEN, MaskedCategorical, MigrationAgent
 from lepton_core.planner.ppo import PPOConfig, pick_device, train
 from lepton_core.sim.plan import Plan, PlanStep, plan_rank, replay
 from lepton_core.sim.scenario import DAY, Scenario
 
 POLICY_FILE = "policy.pt"
-DEFAULT_HIDDEN = 64  # the width of the policy's layers unless told otherwise
 # sampled rollouts a plan is the best of (with the greedy one): stepped side by side, 64 take 0.5 s
 # for a 50-service system on one core, and save 0.2 points more than 16 (benchmarks/RESULTS.md)
 PLAN_SAMPLES = 64

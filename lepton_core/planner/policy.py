@@ -18,6 +18,7 @@ from torch.distributions import Categorical
 
 DEARER_PRIOR = -8.0  # the start logit's initial weight on log(price / the cheapest price that fits the workload)
 MASKED_LOGIT = -1e8  # the logit an invalid action gets: its probability is exactly 0 in float32
+DEFAULT_HIDDEN = 64  # the width of ``MigrationAgent``'s layers unless told otherwise
 
 
 def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias_const: float = 0.0) -> nn.Linear:
@@ -123,7 +124,8 @@ class MigrationAgent(nn.Module):
     are masked out of the pooling and, through the action mask, out of the choice, so one trained
     policy plans any scenario up to ``max_workloads``."""
 
-    def __init__(self, max_workloads: int, n_types: int, features: int = 16, globals_: int = 8, hidden: int = 64) -> None:
+    def __init__(self, max_workloads: int, n_types: int, features: int = 16, globals_: int = 8,
+                 hidden: int = DEFAULT_HIDDEN) -> None:
         super().__init__()
         self.max_workloads, self.n_types = max_workloads, n_types
         self._spec = {"max_workloads": max_workloads, "n_types": n_types, "features": features, "globals_": globals_, "hidden": hidden}
