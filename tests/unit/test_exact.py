@@ -124,19 +124,42 @@ def test_the_comparison_shows_each_plan_against_the_cheapest_and_the_proved_opti
     assert comparison_lines(plans, floor=300.0) == lines  # proved: the lower bound adds nothing
     heuristics = comparison_lines(plans[:3], floor=300.0)  # not proved: how far above the optimum at most
     best = min(p.outcome.total_cost for p in plans[:3])
-    assert heuristics[-1] == f"  no plan can cost less than $300.00 (cost_lower_bound): the cheapest here is at most {best / 300 - 1:.1%} above the optimum"
-
-
-def test_the_cost_lower_bound_is_below_every_plan_and_exact_where_nothing_interacts() -> None:
+    assert heuristics[-1] == (f"  no plan that moves every workload costs less than $300.00 (cost_lower_bound): the cheapest here is "
+                              f"at most {best / 300 - 1:.1%} above the optimum")
+    # the floor bounds plans that move every workload: with none of those here it says nothing
     from dataclasses import replace
 
-    from lepton_core.sim.plan import cost_lower_bound
+    unfinished = [replace(p, outcome=replace(p.outcome, finish_hour=None)) for p in plans[:3]]
+    assert comparison_lines(unfinished, floor=300.0) == comparison_lines(unfinished)
+
+
+def test_the_cost_lower_bound_is_below_every_plan_that_moves_everything_and_exact_where_nothing_interacts() -> None:
+    from dataclasses import replace
+
+    from lepton_core.sim.env import CloudMigrationEnv
+    from lepton_core.sim.plan import cost_lower_bound, run_episode
 
     hand = hand_scenario()
     assert 0 < cost_lower_bound(hand) <= 343.40  # the cheapest plan of the hand scenario (the test above)
     for seed, n in ((1, 3), (2, 8), (3, 20), (4, 50)):
         s = generate(np.random.default_rng(seed), n)
         assert cost_lower_bound(s) <= min(yardstick(s, m).outcome.total_cost for m in HEURISTICS)
+    # plans at random (random valid starts, random waits, any type that fits) on short horizons, where
+    # the link and the one-start-an-hour rule bind: every one that moves everything costs no less
+    rng = np.random.default_rng(7)
+    finished = 0
+    for _ in range(60):
+        s = generate(rng, int(rng.integers(1, 9)), horizon=int(rng.choice([24, 48, 96])))
+        floor = cost_lower_bound(s)
+        env = CloudMigrationEnv(s, max_workloads=s.n, strict=True)
+        for _ in range(8):
+            env.reset(seed=s.seed)
+            wait = rng.uniform(0.0, 0.8)
+            _, outcome = run_episode(env, lambda env, mask: 0 if rng.random() < wait else int(rng.choice(np.flatnonzero(mask))))
+            if outcome.finish_hour is not None:
+                finished += 1
+                assert outcome.total_cost >= floor - 1e-9
+    assert finished > 200
     # one workload, a steady link with no port price: start at once, two hours of transfer, one of
     # cutover: on-prem for 3 hours and the cheapest type for the other 46 is every plan's floor and
     # the greedy plan's cost
@@ -145,6 +168,11 @@ def test_the_cost_lower_bound_is_below_every_plan_and_exact_where_nothing_intera
                     depends=hand.depends[:1, :1], pinned=hand.pinned[:1], link_price=0.0)
     assert cost_lower_bound(alone) == pytest.approx(1.0 * 3 + 0.10 * 46)
     assert yardstick(alone, "greedy").outcome.total_cost == pytest.approx(cost_lower_bound(alone))
-    # on-prem cheaper than any cloud type: staying is the floor, and what a plan that starts nothing costs
+    # on-prem cheaper than any cloud type: the cheapest plan that moves it cuts over as late as the
+    # horizon allows (started at hour 45: on-prem for 48 hours, the cloud for the last one); the
+    # plan that starts nothing costs less, but moves nothing
     stay = replace(alone, onprem_cost=np.array([0.05]))
-    assert cost_lower_bound(stay) == pytest.approx(0.05 * 48) == pytest.approx(replay(stay, ()).total_cost)
+    latest = replay(stay, (PlanStep("db", stay.instance_names[int(np.argmin(stay.instance_price))], 45),))
+    assert latest.finish_hour == 48
+    assert cost_lower_bound(stay) == pytest.approx(0.05 * 48 + 0.10 * 1) == pytest.approx(latest.total_cost)
+    assert replay(stay, ()).total_cost < cost_lower_bound(stay)
