@@ -182,10 +182,10 @@ def policy_rollouts(agent: MigrationAgent, scenario: Scenario, samples: int, see
         x = agent.obs_to_tensor({k: v[rows] for k, v in obs.items()})
         mask = torch.as_tensor(info["action_mask"][rows], dtype=torch.bool, device=agent.device)
         with torch.no_grad():
-            probs = MaskedCategorical(agent.logits(x), mask).probs.cpu()
-        chosen = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            dist = MaskedCategorical(agent.logits(x).cpu(), mask.cpu())
+        chosen = dist.sample(generator)
         if rows[0] == 0:  # the greedy copy
-            chosen[0] = probs[0].argmax()
+            chosen[0] = dist.probs[0].argmax()
         actions = np.zeros(copies, np.int64)  # copies that finished wait (their next episode is not looked at)
         actions[rows] = chosen.numpy()
         for j in rows[actions[rows] > 0]:

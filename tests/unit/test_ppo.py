@@ -68,6 +68,35 @@ def test_masked_actions_are_never_sampled_and_carry_no_entropy() -> None:
     assert only.entropy().item() == pytest.approx(np.log(2))
 
 
+def test_the_masked_categorical_samples_its_probabilities_and_agrees_with_torch() -> None:
+    """Sampling by the cumulative probabilities draws each action as often as its probability says
+    (200,000 draws of one row), and the log-probabilities and entropy are torch's Categorical's."""
+    from torch.distributions import Categorical
+
+    logits = torch.tensor([[0.3, -1.0, 2.0, 0.0, -0.5, 1.2]])
+    mask = torch.tensor([[True, True, True, False, True, True]])
+    dist = MaskedCategorical(logits.expand(200_000, 6), mask.expand(200_000, 6))
+    counts = torch.bincount(dist.sample(torch.Generator().manual_seed(3)), minlength=6).double() / 200_000
+    expected = torch.softmax(logits.masked_fill(~mask, float("-inf")), -1)[0].double()
+    assert counts[3] == 0 and torch.allclose(counts, expected, atol=0.004)  # (about 4 standard errors)
+    reference = Categorical(logits=logits.masked_fill(~mask, -1e8))
+    actions = torch.tensor([0, 1, 2, 4, 5])
+    assert torch.allclose(MaskedCategorical(logits.expand(5, 6), mask.expand(5, 6)).log_prob(actions), reference.log_prob(actions))
+    assert MaskedCategorical(logits, mask).entropy().item() == pytest.approx(reference.entropy().item(), rel=1e-5)
+
+
+def test_the_agents_tanh_is_torch_s_to_float_precision_and_the_same_with_or_without_gradients() -> None:
+    from lepton_core.planner.policy import Tanh
+
+    x = torch.linspace(-12, 12, 20_001, requires_grad=True)
+    y = Tanh()(x)
+    assert (y - torch.tanh(x)).abs().max().item() < 3e-7
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert torch.allclose(grad, 1 - torch.tanh(x.detach()) ** 2, atol=1e-6)
+    with torch.no_grad():  # a rollout's forward: bit for bit the update's (PPO's first ratio is exactly 1)
+        assert torch.equal(Tanh()(x), y.detach())
+
+
 class ContextBandit(gym.Env):
     """One step an episode: the observation names the right arm (0 or 1, reward 1); arm 2 pays 0.5;
     arm 3 would pay 10 but is masked out."""
