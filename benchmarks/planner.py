@@ -13,8 +13,8 @@
 3. Large held-out scenarios (``--large`` of them, ``--large-size`` workloads): the policy's plan
    against the cheapest of lift-shift, waves and greedy; the saving is 1 - ppo / best heuristic.
    For scale, ``cost_lower_bound`` (a relaxation no plan that moves every workload goes below)
-   says how far under the best heuristic any plan could at most be; with ``--large-exact-seconds S`` the exact planner also
-   plans each of them in S seconds, seeded with the best heuristic's plan (at 50 workloads it
+   says how far under the best heuristic any plan could at most be; with
+   ``--large-exact-seconds S`` the exact planner also plans each of them in S seconds, seeded with the best heuristic's plan (at 50 workloads it
    proves nothing: what it found in that time, a third yardstick for the policy).
 
 Held-out scenarios come from seeds 1,000,000,000 + i; training draws its scenarios from the

@@ -180,9 +180,8 @@ def policy_rollouts(agent: MigrationAgent, scenario: Scenario, samples: int, see
     while running.any():
         rows = np.flatnonzero(running)
         x = agent.obs_to_tensor({k: v[rows] for k, v in obs.items()})
-        mask = torch.as_tensor(info["action_mask"][rows], dtype=torch.bool, device=agent.device)
-        with torch.no_grad():
-            dist = MaskedCategorical(agent.logits(x).cpu(), mask.cpu())
+        with torch.no_grad():  # (sampled on the CPU, by the CPU generator, whatever the policy's device)
+            dist = MaskedCategorical(agent.logits(x).cpu(), torch.as_tensor(info["action_mask"][rows], dtype=torch.bool))
         chosen = dist.sample(generator)
         if rows[0] == 0:  # the greedy copy
             chosen[0] = dist.probs[0].argmax()

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lepton_core.errors import UsageError
-from lepton_core.sim.plan import Outcome, Plan, PlanStep, cheapest_types, plan_rank, replay
+from lepton_core.sim.plan import Outcome, Plan, PlanStep, cheapest_types, fixed_cost, plan_rank, replay
 from lepton_core.sim.scenario import Scenario
 
 SCALE = 10_000  # model units per dollar
@@ -160,12 +160,6 @@ def _polish_replays(time_limit_s: float) -> int:
     return max(100, int(40 * time_limit_s))
 
 
-def _constant(s: Scenario, price: np.ndarray) -> float:
-    """The part of every plan's cost that no decision changes, dollars."""
-    return float((s.onprem_cost * s.cutover_hours).sum() + (price * s.horizon).sum() + s.transfer_per_gb * s.data_gb.sum()
-                 + (s.downtime_minutes * s.downtime_cost_per_krps_minute * s.traffic_rps / 1000).sum())
-
-
 def _solve_model(s: Scenario, saving: np.ndarray, instance: np.ndarray, per_hour: np.ndarray, CAP: np.ndarray,
                   data: np.ndarray, last_end: int, time_limit_s: float, workers: int, seed: int, hint: Plan | None):
     """The CP-SAT model with every transfer ended by hour ``last_end``: (steps, objective $, bound $,
@@ -268,7 +262,7 @@ def _solve_model(s: Scenario, saving: np.ndarray, instance: np.ndarray, per_hour
         return None
     order = sorted(range(n), key=lambda i: solver.Value(start[i]))
     steps = tuple(PlanStep(s.names[i], s.instance_names[instance[i]], int(solver.Value(start[i]))) for i in order)
-    constant = _constant(s, s.instance_price[instance])
+    constant = fixed_cost(s, s.instance_price[instance])
     return (steps, solver.ObjectiveValue() / SCALE + constant, solver.BestObjectiveBound() / SCALE + constant,
             status == cp_model.OPTIMAL)
 

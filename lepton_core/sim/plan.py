@@ -208,6 +208,13 @@ def make_plan(scenario: Scenario, method: str, time_limit_s: float = 60.0, polic
     return compare(scenario, time_limit_s=time_limit_s, policy=policy)[-1]
 
 
+def fixed_cost(s: Scenario, price: np.ndarray) -> float:
+    """The part of a plan's cost that no decision changes once every workload is moved, on instances
+    of ``price`` ($/h a workload): each cut over at hour 0, with its downtime and data transfer."""
+    return float((s.onprem_cost * s.cutover_hours).sum() + (price * s.horizon).sum() + s.transfer_per_gb * s.data_gb.sum()
+                 + (s.downtime_minutes * s.downtime_cost_per_krps_minute * s.traffic_rps / 1000).sum())
+
+
 def cost_lower_bound(scenario: Scenario) -> float:
     """A cost no plan that moves every workload within the horizon (the plans ``plan_rank`` puts
     first) can go below, from a relaxation of the simulator.
@@ -235,8 +242,7 @@ def cost_lower_bound(scenario: Scenario) -> float:
         return 0.0
     H, h = s.horizon, s.cutover_hours
     price = s.instance_price[cheapest_types(s)]
-    constant = float((s.onprem_cost * h).sum() + (price * H).sum() + s.transfer_per_gb * s.data_gb.sum()
-                     + (s.downtime_minutes * s.downtime_cost_per_krps_minute * s.traffic_rps / 1000).sum())
+    constant = fixed_cost(s, price)
     data = np.maximum(s.data_gb.astype(float), 0.0)
     total = float(data.sum())
     capacity = np.array([s.link_gb_per_hour(t) for t in range(H)])
@@ -248,6 +254,7 @@ def cost_lower_bound(scenario: Scenario) -> float:
     w, data = w[keep], data[keep]
     if not len(w):
         return constant + port + late
+    kept = float(data.sum())
     # cumulative capacity F(t) after t hours, far enough for all the data (the profile repeats)
     reps = 1
     while capacity.sum() * reps < total:
@@ -255,8 +262,8 @@ def cost_lower_bound(scenario: Scenario) -> float:
     F = np.concatenate([[0.0], np.cumsum(np.tile(capacity, reps))])
     last = max(int(np.searchsorted(F, total * (1 - 1e-12))), 1)  # g(total): the hour the link has carried it all
     hours = np.arange(1, last + 1)
-    reach = np.minimum(F[1:last + 1], data.sum())
-    slopes = np.linspace(0.0, 1.5, 61) * (last / max(data.sum(), 1e-12))  # b, hours per GB: the mean rate's among them
+    reach = np.minimum(F[1:last + 1], kept)
+    slopes = np.linspace(0.0, 1.5, 61) * (last / max(kept, 1e-12))  # b, hours per GB: the mean rate's among them
     a = (hours[None, :] - slopes[:, None] * reach[None, :]).min(axis=1)  # the highest line under g of each slope
     lam = np.linspace(0.0, 1.0, 11)
     L, B = np.meshgrid(lam, slopes, indexing="ij")
