@@ -11,7 +11,10 @@ Measured:
 - ``lightning_overhead_fraction``: Lightning's time per training step over a plain PyTorch loop's,
   minus one, on the same resnet18, the same batches (in memory) and the same optimiser, rounds
   alternated, median of the rounds;
-- ``images_per_s``: training images per second of that plain loop (forward, backward, step).
+- ``images_per_s``: training images per second of that plain loop (forward, backward, step);
+  ``images_per_s_bf16`` the same loop under bf16 autocast, on a CPU with bf16 instructions (where
+  ``precision: auto``, which every fit here uses, trains resnet18 in bf16-mixed; each run's
+  ``precision`` says which it got).
 
 The demo is written once into benchmarks/.data/transfer-demo (seed 0, as `lepton sample` writes
 it). No early stopping: every run gets the whole budget, so times compare. With
@@ -19,11 +22,11 @@ it). No early stopping: every run gets the whole budget, so times compare. With
 epoch of the adapted model (the parity check needs its on-prem answers kept); the scratch model
 trains on the target's labels only either way.
 
-``--replay-fraction`` and ``--relabel-every`` set the adaptation options of those names (defaults:
-``AdaptOptions``'s).
+``--replay-fraction``, ``--relabel-every`` and ``--precision`` set the adaptation options of those
+names (defaults: ``AdaptOptions``'s).
 
 Run: .venv/bin/python benchmarks/transfer.py [--seeds 3] [--epochs 15] [--no-source-replay]
-     [--replay-fraction F] [--relabel-every N]
+     [--replay-fraction F] [--relabel-every N] [--precision auto|32-true|bf16-mixed]
 The last line printed is one JSON object.
 """
 
@@ -74,7 +77,7 @@ def adaptation(spec: Path, seeds: int, epochs: int, source_replay: bool, **adapt
                 "acc_unadapted_source": r.on_source[UNADAPTED].accuracy if r.on_source else None,
                 "scratch_best_val": r.scratch.best_val_acc, "adapted_best_val": r.adapted.best_val_acc,
                 "adapted_seconds_to_scratch_best": reached, "scratch_seconds": r.scratch.seconds,
-                "adapted_seconds": r.adapted.seconds, "labelled": r.counts["train"],
+                "adapted_seconds": r.adapted.seconds, "precision": r.adapted.precision, "labelled": r.counts["train"],
                 "pseudo_labelled": (r.adapted.calibration or {}).get("pseudo_labelled"),
                 "pseudo_label_agreement": (r.adapted.calibration or {}).get("agreement_with_folders"),
             })
@@ -122,6 +125,7 @@ def overhead(rounds: int = 5, steps: int = 40, batch: int = 32) -> dict:
     import torch.nn.functional as F
     from torch.utils.data import DataLoader, TensorDataset
 
+    from lepton_core.transfer.fit import cpu_native_bf16
     from lepton_core.transfer.module import TransferModule
 
     torch.manual_seed(0)
@@ -137,7 +141,7 @@ def overhead(rounds: int = 5, steps: int = 40, batch: int = 32) -> dict:
         trainer.fit(module, train_dataloaders=loader)
         return clock.seconds_per_step()
 
-    def plain_step() -> float:
+    def plain_step(bf16: bool = False) -> float:
         module = TransferModule("resnet18", 10, 32, lr=1e-3, max_epochs=1)
         module.setup("fit")  # the same memory layout as under Lightning
         module.train()
@@ -145,19 +149,24 @@ def overhead(rounds: int = 5, steps: int = 40, batch: int = 32) -> dict:
         for i, (xb, yb) in enumerate(loader):
             if i == warm:
                 t0 = time.perf_counter()
-            loss = F.cross_entropy(module(xb), yb)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss = F.cross_entropy(module(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         return (time.perf_counter() - t0) / (steps - warm)
 
-    plain, light = [], []
+    bf16 = cpu_native_bf16()  # where `precision: auto` trains resnet18 in bf16-mixed: that loop's speed too
+    plain, light, plain_bf16 = [], [], []
     for _ in range(rounds):
         plain.append(plain_step())
         light.append(lightning_step())
+        if bf16:
+            plain_bf16.append(plain_step(bf16=True))
     ratios = [lt / p - 1 for lt, p in zip(light, plain, strict=True)]
     return {"lightning_overhead_fraction": statistics.median(ratios), "plain_step_ms": 1000 * statistics.median(plain),
-            "lightning_step_ms": 1000 * statistics.median(light), "images_per_s": batch / statistics.median(plain)}
+            "lightning_step_ms": 1000 * statistics.median(light), "images_per_s": batch / statistics.median(plain),
+            "images_per_s_bf16": batch / statistics.median(plain_bf16) if plain_bf16 else None}
 
 
 def main() -> None:
@@ -168,6 +177,8 @@ def main() -> None:
                         help="replay the on-prem training images while adapting (the default of `lepton run`)")
     parser.add_argument("--replay-fraction", type=float, default=None, help="share of the on-prem images each epoch replays")
     parser.add_argument("--relabel-every", type=int, default=None, help="self-training: relabel after every N epochs")
+    parser.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed"), default=None,
+                        help="every fit's precision (default: AdaptOptions's, auto)")
     args = parser.parse_args()
     import torch
 
@@ -175,7 +186,8 @@ def main() -> None:
     t0 = time.perf_counter()
     over = overhead()
     print(json.dumps(over), flush=True)
-    adapt = {k: v for k, v in (("replay_fraction", args.replay_fraction), ("relabel_every", args.relabel_every)) if v is not None}
+    adapt = {k: v for k, v in (("replay_fraction", args.replay_fraction), ("relabel_every", args.relabel_every),
+                               ("precision", args.precision)) if v is not None}
     result = adaptation(spec, args.seeds, args.epochs, args.source_replay, **adapt)
     result.update(over)
     result.update({"seeds": args.seeds, "epochs": args.epochs, "labelled_fraction": 0.1, "source_replay": args.source_replay,

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 
 ARCHITECTURES = ("resnet18", "resnet50", "mobilenet_v3_small", "efficientnet_b0")
 SMALL_INPUT = 64
+# The architectures whose training is faster in bf16-mixed than in fp32 where the hardware has bf16:
+# the ResNets' dense convolutions. The depthwise convolutions of mobilenet_v3_small and
+# efficientnet_b0 train slower in bf16 on both machines measured (an H200 at 224x224; a 2-core
+# AVX512-BF16 CPU at 32x32 and 224x224, 1.3-1.7x the fp32 step): benchmarks/RESULTS.md.
+BF16_TRAINS_FASTER = frozenset({"resnet18", "resnet50"})
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -112,15 +112,37 @@ class FitResult(BaseModel):
     calibration: dict | None = Field(default=None, description="What the input calibration measured and chose.")
 
 
-def resolve_precision(precision: Precision) -> str:
-    """``auto``: bf16-mixed on a GPU that has bf16, 16-mixed on another GPU, 32-true on a CPU."""
+def resolve_precision(precision: Precision, architecture: str | None = None) -> str:
+    """``auto``: 32-true for an architecture that trains no faster in mixed precision
+    (``backbones.BF16_TRAINS_FASTER``); otherwise bf16-mixed on a GPU that has bf16, 16-mixed on
+    another GPU, and on a CPU bf16-mixed where it computes bf16 natively (``cpu_native_bf16``),
+    else 32-true."""
     import torch
+
+    from lepton_core.transfer.backbones import BF16_TRAINS_FASTER
 
     if precision != "auto":
         return precision
+    if architecture is not None and architecture not in BF16_TRAINS_FASTER:
+        return "32-true"
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
+    return "bf16-mixed" if cpu_native_bf16() else "32-true"
+
+
+def cpu_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bf16 instructions (x86's AVX512-BF16 or AMX-BF16, as Linux lists them
+    in ``cpuinfo``). Only then can bf16-mixed be faster than fp32 there: on a 2-core AVX512-BF16
+    machine a resnet18 training step at 32x32 took 0.7-0.8x the fp32 time, an inference pass 0.55x
+    (benchmarks/RESULTS.md). oneDNN also runs bf16 on AVX-512 CPUs without them (what
+    ``torch.ops.mkldnn._is_mkldnn_bf16_supported`` reports), emulated and slower than fp32; and
+    elsewhere (no such file: macOS, Windows) fp32 is kept."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def fit(job: FitJob) -> FitResult:
@@ -189,7 +211,7 @@ def run_fit(job: FitJob) -> FitResult:
                            save_weights_only=True, enable_version_counter=False, save_on_train_epoch_end=False)
     latest = ModelCheckpoint(dirpath=work / "checkpoints", filename="last", monitor=None, save_top_k=1,
                              enable_version_counter=False, save_on_train_epoch_end=True)
-    precision = resolve_precision(job.precision)
+    precision = resolve_precision(job.precision, job.architecture)
     calibration = (CalibrateInput(job.pseudo_label_threshold, job.relabel_every, probe=job.probe)
                    if job.calibrate and job.init != "none" else None)
     relabel = job.relabel_every if calibration and job.pseudo_label_threshold is not None else None

@@ -263,13 +263,13 @@ def probe_head(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *
     w0, b0 = layer.weight.detach().float().cpu(), layer.bias.detach().float().cpu()
     w, b = w0.clone().requires_grad_(), b0.clone().requires_grad_()
     opt = torch.optim.Adam([w, b], lr=lr)
-    with torch.enable_grad():
+    with torch.enable_grad(), torch.autocast("cpu", enabled=False):  # float32 on the CPU, as the features are
         for _ in range(steps):
             loss = F.cross_entropy(F.linear(features, w, b), labels) + anchor * ((w - w0) ** 2).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
         before = float((F.linear(features, w0, b0).argmax(1) == labels).float().mean())
         after = float((F.linear(features, w, b).argmax(1) == labels).float().mean())
         layer.weight.copy_(w.to(layer.weight))
@@ -286,7 +286,7 @@ def pseudo_labels(model: nn.Module, data, threshold: float, device: torch.device
         return {}, {"pseudo_labelled": 0, "threshold": threshold, "agreement_with_folders": None}
     features, _ = head_inputs(model, data.unlabelled_dataloader(batch_size=INFERENCE_BATCH, only_unused=True), device)
     layer = last_linear(model)
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):  # the confidence in float32, whatever the passes ran in
         probs = torch.softmax(F.linear(features, layer.weight.float().cpu(), layer.bias.float().cpu()), dim=1)
     confidence, predicted = probs.max(dim=1)
     chosen = {i.rel: int(p) for i, c, p in zip(items, confidence, predicted, strict=True) if float(c) >= threshold}
@@ -317,12 +317,14 @@ class CalibrateInput(Callback):
         if trainer.ckpt_path is None:
             labelled = torch.utils.data.DataLoader(data.dataset("train"), batch_size=256)
             sample = data.unlabelled_dataloader(limit=STATISTICS_IMAGES, batch_size=INFERENCE_BATCH)
-            self.report = calibrate_input(pl_module, sample, labelled, pl_module.device)
-            if self.probe:
-                self.report |= probe_head(pl_module, *head_inputs(pl_module, labelled, pl_module.device))
-            if self.threshold is not None:
-                self.labels, found = pseudo_labels(pl_module, data, self.threshold, pl_module.device)
-                self.report |= found
+            # these passes compute as the fit's own steps do (under bf16-mixed, in bf16)
+            with trainer.precision_plugin.forward_context():
+                self.report = calibrate_input(pl_module, sample, labelled, pl_module.device)
+                if self.probe:
+                    self.report |= probe_head(pl_module, *head_inputs(pl_module, labelled, pl_module.device))
+                if self.threshold is not None:
+                    self.labels, found = pseudo_labels(pl_module, data, self.threshold, pl_module.device)
+                    self.report |= found
         data.pseudo_labels = dict(self.labels)  # read when the training loader is made, after this hook
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -330,7 +332,8 @@ class CalibrateInput(Callback):
         if (self.threshold is None or not self.relabel_every or done % self.relabel_every
                 or done >= trainer.max_epochs or trainer.should_stop):
             return
-        self.labels, found = pseudo_labels(pl_module, trainer.datamodule, self.threshold, pl_module.device)
+        with trainer.precision_plugin.forward_context():
+            self.labels, found = pseudo_labels(pl_module, trainer.datamodule, self.threshold, pl_module.device)
         trainer.datamodule.pseudo_labels = dict(self.labels)  # the next epoch's training loader is made anew
         if self.report is not None:
             self.report.setdefault("relabelled", []).append({"after_epoch": done, **found})

@@ -159,3 +159,78 @@ def test_a_drawn_epoch_validates_after_every_round_and_resumes_from_the_end_of_a
     assert resumed.resumed and [(r["epoch"], r["step"]) for r in resumed.history] == [(0.5, 1), (1, 2), (1.5, 3), (2, 4)]
     assert resumed.history[:2] == first.history
     assert all(a["seconds"] < b["seconds"] for a, b in zip(resumed.history, resumed.history[1:]))
+
+
+@pytest.mark.parametrize(("flags", "native"), [("fpu avx2 avx512f avx512bw avx512_bf16 avx512_vnni", True),
+                                               ("fpu avx512f amx_bf16 amx_tile", True),
+                                               ("fpu avx2 avx512f avx512bw avx512vl avx512dq", False)])
+def test_bf16_counts_as_native_only_with_the_cpus_bf16_instructions(flags: str, native: bool, tmp_path: Path) -> None:
+    from lepton_core.transfer.fit import cpu_native_bf16
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert cpu_native_bf16(cpuinfo) is native
+    assert cpu_native_bf16(tmp_path / "absent") is False  # no /proc/cpuinfo (macOS, Windows): fp32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_a_cpu_is_bf16_mixed_only_where_it_is_native_and_the_network_gains(
+        native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from lepton_core.transfer import fit as fit_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(fit_module, "cpu_native_bf16", lambda: native)
+    for architecture in ("resnet18", "resnet50"):
+        assert fit_module.resolve_precision("auto", architecture) == ("bf16-mixed" if native else "32-true")
+    for architecture in ("mobilenet_v3_small", "efficientnet_b0"):  # depthwise convolutions: slower in bf16
+        assert fit_module.resolve_precision("auto", architecture) == "32-true"
+    assert fit_module.resolve_precision("32-true", "resnet18") == "32-true"  # an explicit choice is kept
+    assert fit_module.resolve_precision("bf16-mixed", "mobilenet_v3_small") == "bf16-mixed"
+
+
+def test_auto_precision_on_a_gpu_is_bf16_mixed_where_it_has_bf16_and_the_network_gains(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from lepton_core.transfer import fit as fit_module
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for bf16, expected in ((True, "bf16-mixed"), (False, "16-mixed")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert fit_module.resolve_precision("auto", "resnet50") == expected
+        assert fit_module.resolve_precision("auto", "efficientnet_b0") == "32-true"
+
+
+def test_a_bf16_mixed_fit_on_the_cpu_calibrates_in_bf16_and_keeps_float32_weights(tiny_images: Path, tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from lepton_core.transfer import module as transfer_module
+    from lepton_core.transfer.backbones import build_model
+    from lepton_core.transfer.checkpoint import CheckpointMeta, save_checkpoint
+
+    torch.manual_seed(3)
+    onprem = save_checkpoint(tmp_path / "onprem.pt", build_model("mobilenet_v3_small", 3, 32).state_dict(),
+                             CheckpointMeta("mobilenet_v3_small", CLASSES, 32))
+    computed: list[torch.dtype] = []  # what the calibration's passes computed in
+    recalibrate = transfer_module.recalibrate_batchnorm
+
+    def spy(model, batches, device="cpu"):
+        conv = transfer_module.first_conv(model)
+        hook = conv.register_forward_hook(lambda _m, _a, out: computed.append(out.dtype))
+        try:
+            return recalibrate(model, batches, device)
+        finally:
+            hook.remove()
+
+    monkeypatch.setattr(transfer_module, "recalibrate_batchnorm", spy)
+    spec = job(tiny_images, tmp_path / "w", init="onprem", init_path=str(onprem), labelled_fraction=0.5,
+               pseudo_label_threshold=0.3, probe=True, precision="bf16-mixed")
+    result = fit(spec)
+    assert result.precision == "bf16-mixed" and result.device == "cpu"
+    assert computed and set(computed) == {torch.bfloat16}
+    report = result.calibration
+    assert report["pseudo_labelled"] == 9 and report["probe"]["labelled_images"] == 9  # the probe ran (in float32)
+    state = trained_state(result)
+    assert {v.dtype for v in state.values() if v.is_floating_point()} == {torch.float32}  # the checkpoint is float32
