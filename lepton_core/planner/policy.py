@@ -97,15 +97,33 @@ class MaskedCategorical:
 
 
 class MlpAgent(nn.Module):
-    """CleanRL's PPO agent for a flat Box observation and a Discrete action: two 64-unit tanh layers
-    for the actor and for the critic."""
+    """CleanRL's PPO agent for a flat Box observation and a Discrete action: an actor and a critic,
+    each two 64-unit tanh layers and an output layer, initialised as CleanRL's (orthogonal; gain
+    0.01 for the actor's output, 1 for the critic's).
+
+    The two networks share no weight, but their hidden layers are evaluated side by side: each
+    layer's two weight matrices are one (2, in, out) parameter and one ``baddbmm`` computes both.
+    That is the same arithmetic as two ``Linear`` layers, in half the ops; a rollout step on 64
+    observations is about op overhead on a CPU (189 against 139 us for the policy's forward here,
+    benchmarks/RESULTS.md). The log-probabilities of a 64-row rollout step and a 2,048-row update
+    minibatch are bit-identical (tested), so an update's first ratio is exactly 1."""
 
     def __init__(self, obs_dim: int, n_actions: int, hidden: int = 64) -> None:
         super().__init__()
-        self.critic = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), Tanh(), layer_init(nn.Linear(hidden, hidden)),
-                                    Tanh(), layer_init(nn.Linear(hidden, 1), std=1.0))
-        self.actor = nn.Sequential(layer_init(nn.Linear(obs_dim, hidden)), Tanh(), layer_init(nn.Linear(hidden, hidden)),
-                                   Tanh(), layer_init(nn.Linear(hidden, n_actions), std=0.01))
+        # made in CleanRL's order (the critic first), each as the Linear layer CleanRL has
+        critic = [layer_init(nn.Linear(obs_dim, hidden)), layer_init(nn.Linear(hidden, hidden))]
+        self.critic_out = layer_init(nn.Linear(hidden, 1), std=1.0)
+        actor = [layer_init(nn.Linear(obs_dim, hidden)), layer_init(nn.Linear(hidden, hidden))]
+        self.actor_out = layer_init(nn.Linear(hidden, n_actions), std=0.01)
+
+        def pair(k: int, what: str) -> nn.Parameter:  # [actor, critic] layer k, as x @ W + b takes it
+            if what == "weight":
+                return nn.Parameter(torch.stack([actor[k].weight.detach().t(), critic[k].weight.detach().t()]).contiguous())
+            return nn.Parameter(torch.stack([actor[k].bias.detach(), critic[k].bias.detach()])[:, None, :].contiguous())
+
+        self.hidden1_weight, self.hidden1_bias = pair(0, "weight"), pair(0, "bias")  # (2, obs_dim, hidden), (2, 1, hidden)
+        self.hidden2_weight, self.hidden2_bias = pair(1, "weight"), pair(1, "bias")  # (2, hidden, hidden), (2, 1, hidden)
+        self.tanh = Tanh()
 
     @property
     def device(self) -> torch.device:
@@ -114,14 +132,27 @@ class MlpAgent(nn.Module):
     def obs_to_tensor(self, obs) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
 
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, obs_dim) -> (2, N, hidden): the actor's last hidden layer, then the critic's."""
+        h = self.tanh(torch.baddbmm(self.hidden1_bias, x.expand(2, *x.shape), self.hidden1_weight))
+        return self.tanh(torch.baddbmm(self.hidden2_bias, h, self.hidden2_weight))
+
+    def actor(self, x: torch.Tensor) -> torch.Tensor:
+        """The actor's logits (without a mask)."""
+        return self.actor_out(self._hidden(x)[0])
+
+    def critic(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic_out(self._hidden(x)[1])
+
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        dist = MaskedCategorical(self.actor(x), mask)
+        h = self._hidden(x)
+        dist = MaskedCategorical(self.actor_out(h[0]), mask)
         if action is None:
             action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.critic(x)
+        return action, dist.log_prob(action), dist.entropy(), self.critic_out(h[1])
 
 
 class _WorkloadEncoder(nn.Module):

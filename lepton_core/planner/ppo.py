@@ -123,8 +123,10 @@ def _put(buffer, t: int, obs) -> None:
         buffer[t] = obs
 
 
-def _take(buffer, index):
-    return _map(buffer, lambda v: v[index])
+def _take(buffer, index: torch.Tensor):
+    """Rows ``index`` of a tensor or of each tensor of a dict (``index_select``: on the CPU several
+    times faster than indexing with a tensor, ``v[index]``)."""
+    return _map(buffer, lambda v: v.index_select(0, index))
 
 
 @dataclass
@@ -158,17 +160,18 @@ def ppo_update(agent: nn.Module, optimizer: optim.Optimizer, b: Batch, cfg: PPOC
         order = torch.randperm(n, generator=generator).to(b.actions.device)
         for start in range(0, n, cfg.minibatch_size):
             mb = order[start:start + cfg.minibatch_size]
-            mask = b.masks[mb] if b.masks is not None else None
-            w = b.weights[mb] if b.weights is not None else None
-            _, newlogprob, entropy, newvalue = agent.get_action_and_value(_take(b.obs, mb), b.actions[mb], mask)
-            logratio = newlogprob - b.logprobs[mb]
+            mask = _take(b.masks, mb) if b.masks is not None else None
+            w = _take(b.weights, mb) if b.weights is not None else None
+            mb_returns, mb_values = _take(b.returns, mb), _take(b.values, mb)
+            _, newlogprob, entropy, newvalue = agent.get_action_and_value(_take(b.obs, mb), _take(b.actions, mb), mask)
+            logratio = newlogprob - _take(b.logprobs, mb)
             ratio = logratio.exp()
             with torch.no_grad():
                 old_approx_kl = _mean(-logratio, w)
                 approx_kl = _mean((ratio - 1) - logratio, w)
                 clipfrac = _mean(((ratio - 1.0).abs() > cfg.clip_coef).float(), w)
 
-            mb_adv = b.advantages[mb]
+            mb_adv = _take(b.advantages, mb)
             if cfg.norm_adv and len(mb) > 1:
                 mean = _mean(mb_adv, w)
                 std = _mean((mb_adv - mean) ** 2, w).sqrt() if w is not None else mb_adv.std()
@@ -177,11 +180,11 @@ def ppo_update(agent: nn.Module, optimizer: optim.Optimizer, b: Batch, cfg: PPOC
 
             newvalue = newvalue.view(-1)
             if cfg.clip_vloss:
-                v_unclipped = (newvalue - b.returns[mb]) ** 2
-                v_clipped = b.values[mb] + torch.clamp(newvalue - b.values[mb], -cfg.clip_coef, cfg.clip_coef)
-                v_loss = 0.5 * _mean(torch.max(v_unclipped, (v_clipped - b.returns[mb]) ** 2), w)
+                v_unclipped = (newvalue - mb_returns) ** 2
+                v_clipped = mb_values + torch.clamp(newvalue - mb_values, -cfg.clip_coef, cfg.clip_coef)
+                v_loss = 0.5 * _mean(torch.max(v_unclipped, (v_clipped - mb_returns) ** 2), w)
             else:
-                v_loss = 0.5 * _mean((newvalue - b.returns[mb]) ** 2, w)
+                v_loss = 0.5 * _mean((newvalue - mb_returns) ** 2, w)
             entropy_loss = _mean(entropy, w)
             loss = pg_loss - cfg.ent_coef * entropy_loss + v_loss * cfg.vf_coef
 

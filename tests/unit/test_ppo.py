@@ -55,6 +55,28 @@ def test_the_first_minibatch_of_an_update_has_ratio_1_and_approx_kl_0() -> None:
     assert max(s["ratio_dev"] for s in stats[1:]) > 1e-4  # and then the policy moves
 
 
+def test_the_mlp_agents_actor_and_critic_share_no_weight_and_a_rollout_step_computes_as_an_update() -> None:
+    torch.manual_seed(2)
+    agent = MlpAgent(4, 3)
+    obs = torch.randn(4096, 4)
+    with torch.no_grad():  # a rollout: 64 observations a step
+        steps = [agent.get_action_and_value(obs[i:i + 64]) for i in range(0, 4096, 64)]
+    actions, logprobs, values = (torch.cat([s[k] for s in steps]) for k in (0, 1, 3))
+    for start in range(0, 4096, 2048):  # an update: minibatches of 2,048, with gradients
+        rows = slice(start, start + 2048)
+        _, again, _, value = agent.get_action_and_value(obs[rows], actions[rows])
+        assert torch.equal(again.detach(), logprobs[rows]) and torch.equal(value.detach(), values[rows])
+    agent.get_value(obs[:256]).sum().backward()  # the critic's loss moves none of the actor's weights
+    for name in ("hidden1_weight", "hidden1_bias", "hidden2_weight", "hidden2_bias"):
+        grad = getattr(agent, name).grad
+        assert torch.count_nonzero(grad[0]) == 0 and torch.count_nonzero(grad[1]) > 0, name
+    assert agent.actor_out.weight.grad is None
+    agent.zero_grad()
+    agent.actor(obs[:256]).sum().backward()  # nor the actor's any of the critic's
+    assert all(torch.count_nonzero(getattr(agent, n).grad[1]) == 0 for n in ("hidden1_weight", "hidden2_weight"))
+    assert agent.critic_out.weight.grad is None
+
+
 def test_masked_actions_are_never_sampled_and_carry_no_entropy() -> None:
     torch.manual_seed(1)
     logits = torch.randn(256, 9) * 3
