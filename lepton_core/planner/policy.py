@@ -104,7 +104,7 @@ class MlpAgent(nn.Module):
     The two networks share no weight, but their hidden layers are evaluated side by side: each
     layer's two weight matrices are one (2, in, out) parameter and one ``baddbmm`` computes both.
     That is the same arithmetic as two ``Linear`` layers, in half the ops; a rollout step on 64
-    observations is about op overhead on a CPU (189 against 139 us for the policy's forward here,
+    observations is mostly op overhead on a CPU (the policy's forward took 213 against 334 us here,
     benchmarks/RESULTS.md). The log-probabilities of a 64-row rollout step and a 2,048-row update
     minibatch are bit-identical (tested), so an update's first ratio is exactly 1."""
 
