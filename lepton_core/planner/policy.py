@@ -132,17 +132,21 @@ class MlpAgent(nn.Module):
     def obs_to_tensor(self, obs) -> torch.Tensor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
 
-    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, obs_dim) -> (2, N, hidden): the actor's last hidden layer, then the critic's."""
-        h = self.tanh(torch.baddbmm(self.hidden1_bias, x.expand(2, *x.shape), self.hidden1_weight))
-        return self.tanh(torch.baddbmm(self.hidden2_bias, h, self.hidden2_weight))
+    def _hidden(self, x: torch.Tensor, nets: slice | None = None) -> torch.Tensor:
+        """(N, obs_dim) -> (2, N, hidden): the actor's last hidden layer, then the critic's; with
+        ``nets`` (``slice(0, 1)`` the actor, ``slice(1, 2)`` the critic), only those."""
+        w1, b1, w2, b2 = self.hidden1_weight, self.hidden1_bias, self.hidden2_weight, self.hidden2_bias
+        if nets is not None:
+            w1, b1, w2, b2 = w1[nets], b1[nets], w2[nets], b2[nets]
+        h = self.tanh(torch.baddbmm(b1, x.expand(len(w1), *x.shape), w1))
+        return self.tanh(torch.baddbmm(b2, h, w2))
 
     def actor(self, x: torch.Tensor) -> torch.Tensor:
         """The actor's logits (without a mask)."""
-        return self.actor_out(self._hidden(x)[0])
+        return self.actor_out(self._hidden(x, slice(0, 1))[0])
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic_out(self._hidden(x)[1])
+        return self.critic_out(self._hidden(x, slice(1, 2))[0])
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
