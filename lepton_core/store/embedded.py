@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -44,6 +45,11 @@ VOLUME_SIZE_MB = 256
 VOLUME_MAX = 512
 MIN_FREE_BYTES = 256 * 1024**2
 STOP_GRACE_S = 3.0  # see EmbeddedStore._stop
+# The Unix sockets SeaweedFS opens beside its gRPC and HTTP ports, at a fixed /tmp path named by the
+# port. It removes them on a graceful stop only, and ``_stop`` does not wait for one.
+SOCKET_DIR = Path("/tmp")
+SOCKETS = {"master.port.grpc": "master-grpc", "volume.port.grpc": "volume-grpc", "filer.port": "filer",
+           "filer.port.grpc": "filer-grpc", "s3.port": "s3", "s3.port.grpc": "s3-grpc"}
 
 
 @dataclass(frozen=True)
@@ -223,9 +229,9 @@ class EmbeddedStore:
                 self._wait_ready(record, timeout)
                 return self.status()
             ports = self._choose_ports(record)
-            record = self._spawn(ports)
+            record, proc = self._spawn(ports)
             try:
-                self._wait_ready(record, timeout)
+                self._wait_ready(record, timeout, proc)
             except StoreError:
                 self._stop(record, timeout=STOP_GRACE_S)
                 raise
@@ -247,7 +253,7 @@ class EmbeddedStore:
             return dict(ports)
         return dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
 
-    def _spawn(self, ports: dict[str, int]) -> dict:
+    def _spawn(self, ports: dict[str, int]) -> tuple[dict, subprocess.Popen]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._check_free_space()
         key_id, secret = self.credentials()
@@ -259,7 +265,8 @@ class EmbeddedStore:
             WEED_MASTER_VOLUME_GROWTH_COPY_1="1",
             WEED_S3_SSE_KEK=self._sse_key(),
         )
-        args = [weed_binary(), "server", "-s3", "-filer", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
+        # -logtostderr: the log goes to weed.log only, not also to files of its own in /tmp.
+        args = [weed_binary(), "-logtostderr", "server", "-s3", "-filer", f"-dir={self.data_dir}", f"-ip={HOST}", f"-ip.bind={HOST}",
                 *(f"-{name}={port}" for name, port in ports.items()),
                 f"-master.volumeSizeLimitMB={VOLUME_SIZE_MB}", f"-volume.max={VOLUME_MAX}",
                 f"-volume.minFreeSpace={MIN_FREE_BYTES // 1024**2}MiB", "-volume.preStopSeconds=0",
@@ -270,7 +277,7 @@ class EmbeddedStore:
                                     env=env, cwd=self.root, start_new_session=True)
         record = {"pid": proc.pid, "ports": ports, "started_at": time.time()}
         atomic_write_text(self.server_file, json.dumps(record))
-        return record
+        return record, proc
 
     def _check_free_space(self) -> None:
         """Refuse to start on a disk that SeaweedFS would not write to: a clear error now instead of
@@ -282,7 +289,12 @@ class EmbeddedStore:
                 f"{self.data_dir}, it needs at least {MIN_FREE_BYTES / 1024**2:.0f} MiB"
             )
 
-    def _wait_ready(self, record: dict, timeout: float) -> None:
+    def _wait_ready(self, record: dict, timeout: float, proc: subprocess.Popen | None = None) -> None:
+        """Wait until S3 answers a signed request and the master knows every volume on disk.
+
+        ``proc`` is the server just started here: whether it has exited is asked of it, not of
+        /proc/PID/cmdline, which reads empty for a moment while the kernel is still setting up a
+        freshly exec'd process (about 1 start in 70 here), and such a start was taken for a crash."""
         from lepton_core.store.objectstore import ObjectStore, StoreAuthError
 
         key_id, secret = self.credentials()
@@ -292,7 +304,10 @@ class EmbeddedStore:
         deadline = time.monotonic() + timeout
         last = ""
         while time.monotonic() < deadline:
-            if not self._ours_alive(record):
+            if proc is not None and proc.poll() is not None:
+                raise StoreError(f"the embedded object store exited during start-up (exit code {proc.returncode}); "
+                                 f"see {self.log_file}")
+            if proc is None and not self._ours_alive(record):
                 raise StoreError(f"the embedded object store exited during start-up; see {self.log_file}")
             if not _listening(record["ports"]["s3.port"]):
                 time.sleep(0.1)  # a ping of a closed port waits out botocore's retries; a connect does not
@@ -342,9 +357,20 @@ class EmbeddedStore:
             while time.monotonic() < deadline:
                 if _gone(pid):
                     self._forget_pid(record)
+                    self._remove_sockets(record)
                     return
                 time.sleep(0.05)
         raise StoreError(f"the embedded object store (pid {pid}) did not stop")
+
+    @staticmethod
+    def _remove_sockets(record: dict) -> None:
+        """Remove the Unix sockets of the stopped server's ports, which it leaves behind in /tmp."""
+        for name, kind in SOCKETS.items():
+            port = record.get("ports", {}).get(name)
+            path = SOCKET_DIR / f"seaweedfs-{kind}-{port}.sock"
+            with contextlib.suppress(OSError):
+                if port and stat.S_ISSOCK(path.lstat().st_mode):
+                    path.unlink()
 
     def _forget_pid(self, record: dict | None) -> None:
         """Keep the ports (the next start reuses them when free) but no longer claim a process."""
