@@ -45,6 +45,7 @@ VOLUME_SIZE_MB = 256
 VOLUME_MAX = 512
 MIN_FREE_BYTES = 256 * 1024**2
 STOP_GRACE_S = 3.0  # see EmbeddedStore._stop
+LOG_ROTATE_BYTES = 16 * 1024**2  # a start moves a weed.log this big to weed.log.1 (one kept)
 # The Unix sockets SeaweedFS opens beside its gRPC and HTTP ports, at a fixed /tmp path named by the
 # port. It removes them on a graceful stop only, and ``_stop`` does not wait for one.
 SOCKET_DIR = Path("/tmp")
@@ -272,6 +273,8 @@ class EmbeddedStore:
                 f"-volume.minFreeSpace={MIN_FREE_BYTES // 1024**2}MiB", "-volume.preStopSeconds=0",
                 "-master.electionTimeout=500ms", "-master.heartbeatInterval=100ms",
                 "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
+        if self.log_file.exists() and self.log_file.stat().st_size >= LOG_ROTATE_BYTES:
+            self.log_file.replace(self.log_file.with_name(self.log_file.name + ".1"))
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     env=env, cwd=self.root, start_new_session=True)

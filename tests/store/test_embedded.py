@@ -201,3 +201,26 @@ def test_server_started_by_another_process_is_stopped_completely(tmp_path: Path)
     finally:
         assert server.down() is True
     assert all(_port_free(p) for p in ports.values())  # every listener is closed when down returns
+
+
+def test_a_start_rotates_a_large_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """weed.log is appended to by every start; past LOG_ROTATE_BYTES a start moves it aside (one kept)."""
+    from lepton_core.store import embedded
+
+    fake = tmp_path / "weed"
+    fake.write_text("#!/bin/sh\necho 'this start' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(embedded, "weed_binary", lambda: str(fake))
+    s = EmbeddedStore(tmp_path / "store")
+    s.root.mkdir()
+    s.log_file.write_text("an earlier start\n")
+    with pytest.raises(StoreError):
+        s.up(timeout=10)
+    assert s.log_file.read_text() == "an earlier start\nthis start\n"  # small: appended to
+    with open(s.log_file, "ab") as f:
+        f.truncate(embedded.LOG_ROTATE_BYTES)
+    with pytest.raises(StoreError):
+        s.up(timeout=10)
+    assert s.log_file.read_text() == "this start\n"
+    old = s.log_file.with_name("weed.log.1")
+    assert old.stat().st_size == embedded.LOG_ROTATE_BYTES and old.read_bytes().startswith(b"an earlier start")
