@@ -44,7 +44,7 @@ REGION = "us-east-1"
 VOLUME_SIZE_MB = 256
 VOLUME_MAX = 512
 MIN_FREE_BYTES = 256 * 1024**2
-STOP_GRACE_S = 3.0  # see EmbeddedStore._stop
+STOP_GRACE_S = 0.5  # see EmbeddedStore._stop
 LOG_ROTATE_BYTES = 16 * 1024**2  # a start moves a weed.log this big to weed.log.1 (one kept)
 # The Unix sockets SeaweedFS opens beside its gRPC and HTTP ports, at a fixed /tmp path named by the
 # port. It removes them on a graceful stop only, and ``_stop`` does not wait for one.
@@ -348,8 +348,9 @@ class EmbeddedStore:
         has exited (a Go program's main thread can exit, leaving /proc/PID/cmdline empty, while
         others still hold the listening sockets).
 
-        The grace is short on purpose: the filer's graceful gRPC stop waits a fixed 15 s for the S3
-        gateway's metadata stream in the same process, and nothing depends on it. Every write the
+        The grace is short on purpose: on SIGTERM the filer's graceful gRPC stop goes first and
+        waits a fixed 15 s for the S3 gateway's metadata stream in the same process; in a 3 s grace
+        nothing else began to stop (its log), so a longer one only delays the kill. Every write the
         server has acknowledged is already in its volume files and the filer's journal, which a
         killed process does not lose (``test_data_survives_a_restart`` stops it this way)."""
         pid = record["pid"]
