@@ -44,6 +44,10 @@ def running_prefect_server(env: dict[str, str], database_url: str | None = None)
     api = f"http://127.0.0.1:{port}/api"
     # the UI it serves calls the API at this address (its default is port 4200)
     server_env = {**env, "PREFECT_UI_API_URL": api}
+    # No scheduler: a test sees only the runs it starts, whatever the hour. Turning a deployment's
+    # schedules off and deleting their runs did not do it: a scheduler loop already under way
+    # inserted its runs after the deletion (a CI failure in test_postgres.py).
+    server_env["PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED"] = "false"
     if database_url:
         server_env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     # its log beside its database, for a test's failure message (server_log_tail)
@@ -134,14 +138,3 @@ def deploy_one(env: dict[str, str], repo: Path, name: str) -> None:
                 [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--name", name]):
         proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def without_schedules(client, deployment_id) -> None:
-    """Turn the deployment's schedules off and delete the runs they made, so that a test sees only
-    the runs it starts, whatever the hour."""
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-
-    for schedule in client.read_deployment_schedules(deployment_id):
-        client.update_deployment_schedule(deployment_id, schedule.id, active=False)
-    for run in client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))):
-        client.delete_flow_run(run.id)

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.e2e.conftest import deploy_one, psql, running_prefect_server, stop_group, without_schedules
+from tests.e2e.conftest import deploy_one, psql, running_prefect_server, stop_group
 from tests.e2e.test_deployments import REPO
 
 RUNS = 8
@@ -30,7 +30,6 @@ def test_runs_on_a_postgres_backed_server_all_complete(demo_data: Path, user_env
         deploy_one(env, REPO, "validate-nightly")
         with temporary_settings({PREFECT_API_URL: api}), get_client(sync_client=True) as client:
             deployment = client.read_deployment_by_name("validate/validate-nightly")
-            without_schedules(client, deployment.id)
             ids = {client.create_flow_run_from_deployment(deployment.id, name=f"pg-{i}", parameters={
                 "spec": {"path": str(demo_data)}, "side": "source"}).id for i in range(RUNS)}
             logs = [open(tmp_path / f"worker-{i}.log", "w") for i in range(2)]

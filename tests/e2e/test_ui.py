@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import deploy_one, server_log_tail, stop_group, without_schedules
+from tests.e2e.conftest import deploy_one, server_log_tail, stop_group
 from tests.e2e.test_deployments import REPO, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -46,7 +46,6 @@ def test_a_run_started_from_the_ui_form_completes(demo_data: Path, user_env: dic
 
     with temporary_settings({PREFECT_API_URL: prefect_server}), get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("validate/validate-nightly")
-        without_schedules(client, deployment.id)  # only the run started here, whatever the hour
 
         log = open(tmp_path / "worker.log", "w")
         worker = subprocess.Popen([sys.executable, "-m", "prefect", "worker", "start", "--pool", "cpu", "--limit", "1"],
