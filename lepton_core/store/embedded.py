@@ -369,11 +369,13 @@ class EmbeddedStore:
     @staticmethod
     def _remove_sockets(record: dict) -> None:
         """Remove the Unix sockets of the stopped server's ports, which it leaves behind in /tmp."""
+        ports = record.get("ports") or {}
         for name, kind in SOCKETS.items():
-            port = record.get("ports", {}).get(name)
-            path = SOCKET_DIR / f"seaweedfs-{kind}-{port}.sock"
+            if name not in ports:
+                continue
+            path = SOCKET_DIR / f"seaweedfs-{kind}-{ports[name]}.sock"
             with contextlib.suppress(OSError):
-                if port and stat.S_ISSOCK(path.lstat().st_mode):
+                if stat.S_ISSOCK(path.lstat().st_mode):
                     path.unlink()
 
     def _forget_pid(self, record: dict | None) -> None:
