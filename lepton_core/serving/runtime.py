@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from lepton_core.hardware import cpu_native_bf16
+
 RUNTIMES = ("eager", "compile", "onnx")
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}  # int8: ONNX Runtime's quantization
@@ -41,13 +43,6 @@ def _onnxruntime_providers() -> tuple[str, ...] | None:
     except ImportError:
         return None
     return tuple(onnxruntime.get_available_providers())
-
-
-def _cpu_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def unsupported(runtime: str, precision: str, channels_last: bool, device: str) -> str | None:
@@ -68,8 +63,8 @@ def unsupported(runtime: str, precision: str, channels_last: bool, device: str) 
         if kind != "cpu":
             return "int8 here is ONNX Runtime's CPU quantization; a GPU serves fp16 or bf16"
     if precision == "bf16":
-        if kind == "cpu" and not _cpu_bf16():
-            return "this CPU has no native bf16 (oneDNN reports none), so bf16 would be emulated and many times slower"
+        if kind == "cpu" and not cpu_native_bf16():
+            return "this CPU has no bf16 instructions (AVX512-BF16 or AMX), so bf16 would be emulated and slower than fp32"
         if kind == "cuda" and not torch.cuda.is_bf16_supported():
             return "this GPU does not support bf16"
     if runtime == "compile":

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lepton_core.errors import LeptonError
 from lepton_core.fsutil import atomic_write_text
+from lepton_core.hardware import cpu_native_bf16
 
 Init = Literal["onprem", "imagenet", "none"]
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
@@ -128,21 +129,6 @@ def resolve_precision(precision: Precision, architecture: str | None = None) -> 
     if torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_native_bf16() else "32-true"
-
-
-def cpu_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether this CPU has bf16 instructions (x86's AVX512-BF16 or AMX-BF16, as Linux lists them
-    in ``cpuinfo``). Only then can bf16-mixed be faster than fp32 there: on a 2-core AVX512-BF16
-    machine a resnet18 training step at 32x32 took 0.7-0.8x the fp32 time, an inference pass 0.55x
-    (benchmarks/RESULTS.md). oneDNN also runs bf16 on AVX-512 CPUs without them (what
-    ``torch.ops.mkldnn._is_mkldnn_bf16_supported`` reports), emulated and slower than fp32; and
-    elsewhere (no such file: macOS, Windows) fp32 is kept."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return False
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def fit(job: FitJob) -> FitResult:

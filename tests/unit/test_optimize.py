@@ -88,6 +88,17 @@ def test_what_a_cpu_cannot_run_is_named():
     assert unsupported("onnx", "int8", False, "cpu") is None
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_is_served_only_with_bf16_instructions(monkeypatch, native):
+    """oneDNN runs bf16 on any AVX-512 CPU, emulated and slower than fp32 where the CPU lacks
+    AVX512-BF16 or AMX: the search should not spend a measurement on it there."""
+    import lepton_core.serving.runtime as runtime
+
+    monkeypatch.setattr(runtime, "cpu_native_bf16", lambda: native)
+    reason = unsupported("eager", "bf16", False, "cpu")
+    assert (reason is None) if native else ("no bf16 instructions" in reason)
+
+
 def test_int8_is_searched_on_a_cpu_and_needs_calibration_images():
     from lepton_core.serving.server import ServeConfig
 
