@@ -70,12 +70,18 @@ def spec_variant(demo_full: Path, name: str, quick_choice: bool = False, **slo: 
     return path
 
 
+# SLOs that a model adapted for one epoch (45 steps, the flow tests' budget) meets on a busy test
+# machine of any kind. How many of the on-prem model's right answers one epoch keeps (the on-prem
+# images replayed) depends on the machine's numerics: 84.1% on an AVX2 CPU in fp32, 90% or more
+# (0.9 passed) on AVX512-BF16 CPUs in bf16-mixed. The demo asks 97% of its fifteen epochs.
+ONE_EPOCH_SLO = {"min_agreement": 0.75, "p95_latency_ms": 2000}
+
+
 @pytest.fixture(scope="session")
 def demo_relaxed(demo_full: Path) -> Path:
-    """The full demo with SLOs a model adapted for one epoch on a busy test machine meets, and a
-    quick cloud choice: flow tests check the wiring; the parity check's thresholds are tested in
-    tests/serving."""
-    return spec_variant(demo_full, "spec-relaxed.yaml", quick_choice=True, min_agreement=0.9, p95_latency_ms=2000)
+    """The full demo with ``ONE_EPOCH_SLO`` and a quick cloud choice: flow tests check the wiring;
+    the parity check's thresholds are tested in tests/serving."""
+    return spec_variant(demo_full, "spec-relaxed.yaml", quick_choice=True, **ONE_EPOCH_SLO)
 
 
 @pytest.fixture

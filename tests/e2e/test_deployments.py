@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from lepton_core.store import EmbeddedStore, ObjectStore
-from tests.conftest import quick_cloud_choice
+from tests.conftest import ONE_EPOCH_SLO, quick_cloud_choice
 from tests.e2e.conftest import stop_group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,12 +68,12 @@ def latest_states(client, flow_run_id) -> dict[str, list[str]]:
 
 
 def demo_copy(demo_full: Path, dest: Path) -> Path:
-    """The full demo in a folder of its own (its checkpoint is about to be broken), with SLOs that a
-    model adapted for one epoch on a busy machine meets and a quick cloud choice."""
+    """The full demo in a folder of its own (its checkpoint is about to be broken), with
+    ``ONE_EPOCH_SLO`` and a quick cloud choice."""
     shutil.copytree(demo_full.parent / "data", dest / "data")
     shutil.copytree(demo_full.parent / "models", dest / "models")
     data = quick_cloud_choice(yaml.safe_load(demo_full.read_text()))
-    data["slo"] = {**data["slo"], "min_agreement": 0.9, "p95_latency_ms": 2000}
+    data["slo"] = {**data["slo"], **ONE_EPOCH_SLO}
     spec = dest / "spec.yaml"
     spec.write_text(yaml.safe_dump(data, sort_keys=False))
     return spec
