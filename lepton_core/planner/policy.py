@@ -9,7 +9,9 @@ layers are initialised orthogonally (gain sqrt(2), 0.01 for the policy head, 1 f
 
 from __future__ import annotations
 
+import functools
 import math
+import time
 
 import numpy as np
 import torch
@@ -44,14 +46,39 @@ class _SigmoidTanh(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)  # grad * (1 - y^2), as torch.tanh's
 
 
+@functools.cache
+def cpu_tanh_via_sigmoid() -> bool:
+    """Whether this CPU computes tanh faster as ``2 * sigmoid(2x) - 1`` than with ``torch.tanh``,
+    measured once a process on a 2,048 x 64 tensor (an update minibatch's layer; under 10 ms).
+
+    It depends on the processor: on an AMD EPYC torch's tanh took 331 us there against 95 us for
+    the sigmoid form, on an Intel Xeon with AMX 52 against 155 us (medians,
+    benchmarks/RESULTS.md). The sigmoid
+    form is taken only when it is clearly faster (under 0.6 of tanh's time), so that noise does not
+    flip the choice between runs on one machine; the input comes from a generator of its own, so
+    the measurement leaves torch's global random state (and so a seeded run) untouched."""
+    x = torch.randn(2048, 64, generator=torch.Generator().manual_seed(0))
+
+    def fastest(fn) -> float:
+        fn(x)
+        times = []
+        for _ in range(7):
+            began = time.perf_counter()
+            fn(x)
+            times.append(time.perf_counter() - began)
+        return min(times)
+
+    with torch.no_grad():
+        return fastest(_sigmoid_tanh) < 0.6 * fastest(torch.tanh)
+
+
 class Tanh(nn.Module):
-    """tanh, as 2 * sigmoid(2x) - 1 on the CPU (within 3e-7 of ``torch.tanh``). torch's CPU tanh
-    is several times slower than its sigmoid here (331 against 95 us on a 2,048 x 64 update
-    minibatch, forward and backward 410 against 196 us); on a GPU it is ``torch.tanh``. A rollout
-    and an update run on the same device, so they compute the same log-probabilities."""
+    """tanh; on a CPU where torch's tanh is slow (``cpu_tanh_via_sigmoid``), as 2 * sigmoid(2x) - 1
+    (within 3e-7 of ``torch.tanh``, with tanh's gradient). The choice is made once a process, so a
+    rollout and an update compute the same log-probabilities (an update's first ratio is exactly 1)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or not cpu_tanh_via_sigmoid():
             return torch.tanh(x)
         # (a rollout's step needs no gradient: the same three ops without the autograd function's overhead)
         return _SigmoidTanh.apply(x) if torch.is_grad_enabled() and x.requires_grad else _sigmoid_tanh(x)
@@ -143,20 +170,21 @@ class MlpAgent(nn.Module):
 
     def actor(self, x: torch.Tensor) -> torch.Tensor:
         """The actor's logits (without a mask)."""
-        return self.actor_out(self._hidden(x, slice(0, 1))[0])
+        return self.actor_out(self._hidden(x, slice(0, 1)).squeeze(0))
 
     def critic(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic_out(self._hidden(x, slice(1, 2))[0])
+        return self.critic_out(self._hidden(x, slice(1, 2)).squeeze(0))
 
     def get_value(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x)
 
     def get_action_and_value(self, x: torch.Tensor, action: torch.Tensor | None = None, mask: torch.Tensor | None = None):
-        h = self._hidden(x)
-        dist = MaskedCategorical(self.actor_out(h[0]), mask)
+        # unbind, not h[0] and h[1]: each index's backward would write a zero tensor of h's size and copy into it
+        actor_h, critic_h = self._hidden(x).unbind(0)
+        dist = MaskedCategorical(self.actor_out(actor_h), mask)
         if action is None:
             action = dist.sample()
-        return action, dist.log_prob(action), dist.entropy(), self.critic_out(h[1])
+        return action, dist.log_prob(action), dist.entropy(), self.critic_out(critic_h)
 
 
 class _WorkloadEncoder(nn.Module):

@@ -107,9 +107,12 @@ def test_the_masked_categorical_samples_its_probabilities_and_agrees_with_torch(
     assert MaskedCategorical(logits, mask).entropy().item() == pytest.approx(reference.entropy().item(), rel=1e-5)
 
 
-def test_the_agents_tanh_is_torch_s_to_float_precision_and_the_same_with_or_without_gradients() -> None:
+@pytest.mark.parametrize("via_sigmoid", [True, False], ids=["sigmoid-form", "torch-tanh"])
+def test_the_agents_tanh_is_torch_s_to_float_precision_and_the_same_with_or_without_gradients(monkeypatch, via_sigmoid) -> None:
+    from lepton_core.planner import policy
     from lepton_core.planner.policy import Tanh
 
+    monkeypatch.setattr(policy, "cpu_tanh_via_sigmoid", lambda: via_sigmoid)  # each CPU's form, whichever this one takes
     x = torch.linspace(-12, 12, 20_001, requires_grad=True)
     y = Tanh()(x)
     assert (y - torch.tanh(x)).abs().max().item() < 3e-7
@@ -117,6 +120,18 @@ def test_the_agents_tanh_is_torch_s_to_float_precision_and_the_same_with_or_with
     assert torch.allclose(grad, 1 - torch.tanh(x.detach()) ** 2, atol=1e-6)
     with torch.no_grad():  # a rollout's forward: bit for bit the update's (PPO's first ratio is exactly 1)
         assert torch.equal(Tanh()(x), y.detach())
+
+
+def test_choosing_the_cpu_s_tanh_leaves_a_seeded_run_s_random_numbers_alone() -> None:
+    from lepton_core.planner.policy import cpu_tanh_via_sigmoid
+
+    torch.manual_seed(5)
+    expected = torch.rand(4)
+    torch.manual_seed(5)
+    cpu_tanh_via_sigmoid.cache_clear()
+    choice = cpu_tanh_via_sigmoid()
+    assert torch.equal(torch.rand(4), expected)
+    assert isinstance(choice, bool) and cpu_tanh_via_sigmoid() is choice  # measured once a process
 
 
 class ContextBandit(gym.Env):
