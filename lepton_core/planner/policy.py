@@ -52,11 +52,10 @@ def cpu_tanh_via_sigmoid() -> bool:
     measured once a process on a 2,048 x 64 tensor (an update minibatch's layer; under 10 ms).
 
     It depends on the processor: on an AMD EPYC torch's tanh took 331 us there against 95 us for
-    the sigmoid form, on an Intel Xeon with AMX 52 against 155 us (medians,
-    benchmarks/RESULTS.md). The sigmoid
-    form is taken only when it is clearly faster (under 0.6 of tanh's time), so that noise does not
-    flip the choice between runs on one machine; the input comes from a generator of its own, so
-    the measurement leaves torch's global random state (and so a seeded run) untouched."""
+    the sigmoid form, on an Intel Xeon with AMX 52 against 155 us (medians, benchmarks/RESULTS.md).
+    The sigmoid form is taken only when it is clearly faster (under 0.6 of tanh's time), so that
+    noise does not flip the choice between runs on one machine; the input comes from a generator
+    of its own, so the measurement leaves torch's global random state (and a seeded run) untouched."""
     x = torch.randn(2048, 64, generator=torch.Generator().manual_seed(0))
 
     def fastest(fn) -> float:
