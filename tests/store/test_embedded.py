@@ -66,6 +66,54 @@ def test_a_stopped_server_leaves_nothing_in_tmp(server: EmbeddedStore) -> None:
     assert "Start Seaweed Master" in server.log_file.read_text()  # its log went to weed.log instead
 
 
+def test_sockets_of_a_server_killed_from_outside_are_removed(server: EmbeddedStore) -> None:
+    """A server SIGKILLed from outside leaves its Unix sockets in /tmp; the next `down` (or `up`)
+    sweeps them."""
+    import signal
+    import time
+
+    from lepton_core.store.embedded import SOCKET_DIR, SOCKETS, _gone
+
+    pid = server.up().pid
+    ports = json.loads(server.server_file.read_text())["ports"]
+    sockets = [SOCKET_DIR / f"seaweedfs-{kind}-{ports[name]}.sock" for name, kind in SOCKETS.items()]
+    os.killpg(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = [p for p in sockets if p.exists()]
+    assert left  # what the kill leaves
+    assert server.down() is False  # nothing of ours was running
+    assert [p for p in sockets if p.exists()] == []
+
+
+def test_a_socket_someone_listens_on_is_kept(tmp_path: Path) -> None:
+    """Another SeaweedFS may have taken a dead server's port, and with it the socket's path: only
+    sockets nothing listens on are swept."""
+    import socket
+
+    from lepton_core.store.embedded import SOCKET_DIR
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = SOCKET_DIR / f"seaweedfs-s3-{port}.sock"
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(str(path))
+        listener.listen()
+        EmbeddedStore._remove_sockets({"ports": {"s3.port": port}}, stale_only=True)
+        assert path.exists()  # someone is listening: not ours to remove
+        listener.close()  # the file stays, as a killed server's does
+        assert path.exists()
+        EmbeddedStore._remove_sockets({"ports": {"s3.port": port}}, stale_only=True)
+        assert not path.exists()
+    finally:
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
 def test_data_survives_a_restart_on_new_ports(server: EmbeddedStore) -> None:
     import socket
 
