@@ -125,6 +125,11 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
+def socket_paths(ports: dict[str, int]) -> list[Path]:
+    """The Unix sockets a server on ``ports`` opens in /tmp (``SOCKETS`` names which ports have one)."""
+    return [SOCKET_DIR / f"seaweedfs-{kind}-{ports[name]}.sock" for name, kind in SOCKETS.items() if name in ports]
+
+
 def _unix_listening(path: Path) -> bool:
     """True when something accepts connections on the Unix socket ``path`` (False: nothing listens,
     the file is what a dead server left)."""
@@ -243,7 +248,7 @@ class EmbeddedStore:
             if self._ours_alive(record):
                 self._wait_ready(record, timeout)
                 return self.status()
-            self._remove_sockets(record or {}, stale_only=True)  # of a server that did not stop through us
+            self._remove_sockets(record, stale_only=True)  # of a server that did not stop through us
             ports = self._choose_ports(record)
             record, proc = self._spawn(ports)
             try:
@@ -259,7 +264,7 @@ class EmbeddedStore:
             record = self._record()
             if not self._ours_alive(record):
                 # a server killed from outside (or by a reboot) left its sockets behind
-                self._remove_sockets(record or {}, stale_only=True)
+                self._remove_sockets(record, stale_only=True)
                 self._forget_pid(record)
                 return False
             self._stop(record, timeout)
@@ -384,17 +389,13 @@ class EmbeddedStore:
         raise StoreError(f"the embedded object store (pid {pid}) did not stop")
 
     @staticmethod
-    def _remove_sockets(record: dict, stale_only: bool = False) -> None:
+    def _remove_sockets(record: dict | None, stale_only: bool = False) -> None:
         """Remove the Unix sockets of the stopped server's ports, which it leaves behind in /tmp.
 
         ``stale_only``: the server did not stop through us (killed from outside, or the machine
         restarted), and by now another SeaweedFS may have taken one of those ports and, with it,
         the socket's path. Only a socket that refuses a connection (nothing listens on it) goes."""
-        ports = record.get("ports") or {}
-        for name, kind in SOCKETS.items():
-            if name not in ports:
-                continue
-            path = SOCKET_DIR / f"seaweedfs-{kind}-{ports[name]}.sock"
+        for path in socket_paths((record or {}).get("ports") or {}):
             with contextlib.suppress(OSError):
                 if stat.S_ISSOCK(path.lstat().st_mode) and not (stale_only and _unix_listening(path)):
                     path.unlink()
