@@ -219,10 +219,12 @@ def calibrate_input(model: nn.Module, unlabelled, labelled, device: torch.device
     kept = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         conv.weight.neg_()
+    torch.clear_autocast_cache()  # under a caching autocast, the next passes would see the old weight's copy
     recalibrate_batchnorm(model, unlabelled, device)
     inverted = labelled_accuracy(model, labelled, device)
     if inverted <= as_is:
         model.load_state_dict(kept)
+        torch.clear_autocast_cache()
     model.train()
     return {"inverted": inverted > as_is, "accuracy_as_is": as_is, "accuracy_inverted": inverted, "unlabelled_images": images}
 
@@ -274,6 +276,7 @@ def probe_head(model: nn.Module, features: torch.Tensor, labels: torch.Tensor, *
         after = float((F.linear(features, w, b).argmax(1) == labels).float().mean())
         layer.weight.copy_(w.to(layer.weight))
         layer.bias.copy_(b.to(layer.bias))
+    torch.clear_autocast_cache()  # (as in calibrate_input: weights changed in place)
     return {"probe": {"labelled_images": int(labels.numel()), "fit_before": before, "fit_after": after, "steps": steps}}
 
 

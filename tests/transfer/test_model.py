@@ -163,16 +163,20 @@ def test_batchnorm_recalibration_takes_the_new_domains_statistics() -> None:
     assert not model.training and model.bn1.momentum == 0.1
 
 
-@pytest.mark.parametrize(("dataset", "inverted"), [("digits-cloud", True), ("digits-onprem", False)])
+@pytest.mark.parametrize(("dataset", "inverted", "autocast"),
+                         [("digits-cloud", True, False), ("digits-onprem", False, False), ("digits-cloud", True, True)])
 def test_calibration_finds_the_cloud_sensors_negatives_and_leaves_the_onprem_images_alone(
-        demo_full: Path, dataset: str, inverted: bool) -> None:
+        demo_full: Path, dataset: str, inverted: bool, autocast: bool) -> None:
     classes = tuple(str(c) for c in range(10))
     state, pre = onprem_weights(demo_full.parent / "models" / "onprem-resnet18.pt", "resnet18", classes, 32)
     model = build_model("resnet18", 10, 32)
     model.load_state_dict(state)
     data = ImageDataModule(demo_full.parent / "data" / dataset, classes, 32, pre, labelled_fraction=0.1, batch_size=128)
     labelled = torch.utils.data.DataLoader(data.dataset("train"), batch_size=256)
-    report = calibrate_input(model, data.unlabelled_dataloader(limit=256), labelled)
+    # autocast: a bf16 autocast that caches its casts of the weights (torch's default; Lightning turns the
+    # cache off), whose copy of the first convolution must not outlive the weight's negation
+    with torch.autocast("cpu", torch.bfloat16, enabled=autocast):
+        report = calibrate_input(model, data.unlabelled_dataloader(limit=256), labelled)
     assert report["inverted"] is inverted and report["unlabelled_images"] == 256
     better, worse = sorted((report["accuracy_as_is"], report["accuracy_inverted"]), reverse=True)
     assert better > worse + 0.3
