@@ -2,8 +2,11 @@
 
 1. Train (or go on training) a policy for systems of up to ``--max-workloads`` services on the
    vector simulator (``--train-steps`` simulated hours, ``--envs`` copies; scenario randomisation
-   as in ``lepton train-planner``), into ``--out``. Training steps per second are over the whole
-   run, rollouts and updates.
+   as in ``lepton train-planner``), into ``--out``. Training steps per second are the median of
+   the iterations, rollouts and updates (the validation scoring between them not counted; the
+   whole call's seconds are printed). The policy judged below is the snapshot training kept
+   (``policy.pt``: the one that planned the 16 validation systems best); ``selected_step`` and
+   ``validation_saving`` say which and how well.
 2. Small held-out scenarios (``--small`` of them, 4-8 workloads): the policy's plan (greedy and
    best of ``--samples`` sampled rollouts) against the exact planner's proved optimum; the gap is
    (ppo - exact) / exact. Also, on the systems whose optimum was proved, how far it is under the
@@ -18,7 +21,8 @@
    proves nothing: what it found in that time, a third yardstick for the policy).
 
 Held-out scenarios come from seeds 1,000,000,000 + i; training draws its scenarios from the
-streams of seeds ``seed`` .. ``seed + envs`` (a different stream, never these).
+streams of seeds ``seed`` .. ``seed + envs`` (a different stream, never these), and the validation
+systems from 2,000,000,000 + i.
 
 ``--hidden`` is the policy's width (``MigrationAgent``'s; default 64, the planner's) and ``--seed``
 the training seed; with a folder ``benchmarks/gpu.py``'s ``widths`` part trained, the same
@@ -77,7 +81,8 @@ def main() -> None:
         sps = [float(r["sps"]) for r in csv.DictReader(f)]
     train_sps = statistics.median(sps) if sps else float("nan")
     print(f"trained to {trained.global_step:,} steps in {train_seconds:.0f} s (this call); median {train_sps:,.0f} steps/s; "
-          f"last mean episode cost ${trained.final_cost:,.2f}")
+          f"last mean episode cost ${trained.final_cost:,.2f}; policy: the snapshot of step {trained.selected_step:,} "
+          f"({trained.validation_saving:+.2%} on the validation systems)")
     agent = load_policy(trained.policy)
 
     gaps, optimum_below, floor_below = [], [], []
@@ -119,6 +124,7 @@ def main() -> None:
            "large_exact_seconds": args.large_exact_seconds or None,
            "train_sps": round(train_sps), "train_steps": trained.global_step, "max_workloads": args.max_workloads,
            "envs": args.envs, "hidden": args.hidden, "seed": args.seed, "final_train_cost": round(trained.final_cost, 2),
+           "selected_step": trained.selected_step, "validation_saving": round(trained.validation_saving, 4),
            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(out))
 

@@ -294,7 +294,9 @@ def train_planner_cmd(
 
     result = train_planner_flow(PlannerTraining(total_timesteps=steps, num_envs=envs, max_workloads=max_workloads,
                                                 min_workloads=min_workloads, hidden=hidden, seed=seed, fresh=fresh))
-    typer.echo(f"planner trained to {result['global_step']:,} steps; last mean episode cost ${result['final_cost']:,.2f}")
+    typer.echo(f"planner trained to {result['global_step']:,} steps; last mean episode cost ${result['final_cost']:,.2f}; "
+               f"kept the snapshot of step {result['selected_step']:,} ({result['validation_saving']:+.2%} against the "
+               "best heuristic on the validation systems)")
     typer.echo(f"policy: {result['policy']}; learning curve: {result['curve']}")
 
 

@@ -16,10 +16,23 @@ from lepton_core.errors import UsageError
 from lepton_core.fsutil import atomic_write_text, write_figure_png
 from lepton_core.planner.policy import DEFAULT_HIDDEN, MaskedCategorical, MigrationAgent
 from lepton_core.planner.ppo import PPOConfig, pick_device, train
-from lepton_core.sim.plan import Plan, PlanStep, plan_rank, replay
-from lepton_core.sim.scenario import DAY, Scenario
+from lepton_core.sim.plan import HEURISTICS, Plan, PlanStep, cheapest, plan_rank, replay, yardstick
+from lepton_core.sim.scenario import DAY, Scenario, generate
 
-POLICY_FILE = "policy.pt"
+POLICY_FILE = "policy.pt"  # the policy plans use: the snapshot that planned the validation systems best
+LAST_FILE = "last.pt"  # the training checkpoint (weights, optimiser, counters) a resumed run goes on from
+SELECTION_FILE = "selection.json"
+# Model selection. A policy's plans do not keep getting cheaper as training goes on: on the
+# benchmark's 50-workload systems a 1M-step run's snapshots every 10 iterations saved 1.4-2.4% over
+# the best heuristic, and the last one was not the best (benchmarks/RESULTS.md, 2026-12-02). So
+# the policy is scored every SELECT_EVERY iterations, and at the end, on VALIDATION_SYSTEMS fixed
+# systems (sizes spread over the training range; seeds of their own, apart from the training draws
+# and the benchmark's held-out seeds), planned as a plan is (greedy and VALIDATION_SAMPLES
+# samples), by the mean saving over the best heuristic; the best snapshot is policy.pt.
+SELECT_EVERY = 10
+VALIDATION_SYSTEMS = 16
+VALIDATION_SAMPLES = 8
+VALIDATION_SEED = 2_000_000_000
 # sampled rollouts a plan is the best of (with the greedy one): stepped side by side, 64 take 0.5 s
 # for a 50-service system on one core, and save 0.2 points more than 16 (benchmarks/RESULTS.md)
 PLAN_SAMPLES = 64
@@ -39,6 +52,8 @@ class TrainedPlanner:
     curve: Path
     global_step: int
     final_cost: float  # mean episode cost in the last iteration that finished episodes
+    selected_step: int  # the training step of the snapshot kept as the policy
+    validation_saving: float  # its mean saving over the best heuristic on the validation systems
 
 
 def planner_config(**overrides) -> PPOConfig:
@@ -46,34 +61,88 @@ def planner_config(**overrides) -> PPOConfig:
 
 
 def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloads: int = 16, min_workloads: int = 4,
-                  horizon: int = 14 * DAY, resume: bool = True, hidden: int = DEFAULT_HIDDEN) -> TrainedPlanner:
+                  horizon: int = 14 * DAY, resume: bool = True, hidden: int = DEFAULT_HIDDEN,
+                  select_every: int = SELECT_EVERY, validation_systems: int = VALIDATION_SYSTEMS) -> TrainedPlanner:
     """Train the policy on ``cfg.num_envs`` simulators of random scenarios (between ``min_workloads``
     and ``max_workloads`` workloads; demands, data, prices and bandwidth drawn per episode), writing
-    ``policy.pt`` (after every iteration), ``progress.csv`` and ``learning_curve.png`` into ``out_dir``.
+    into ``out_dir``: ``last.pt`` (the training checkpoint, after every iteration), ``policy.pt`` (the
+    snapshot that planned ``validation_systems`` fixed systems best, scored every ``select_every``
+    iterations and at the end; ``selection.json`` has every score), ``progress.csv`` and
+    ``learning_curve.png``.
 
     With ``resume``, a checkpoint in ``out_dir`` from the same settings (all but
     ``total_timesteps``) is continued: a run killed half-way, or retried, goes on from its last
-    iteration, and one already done returns at once. Other settings start afresh."""
+    iteration (with the best score so far), and one already done returns at once. Other settings
+    start afresh."""
     from lepton_core.sim.vector import VectorCloudMigrationEnv
 
     cfg = cfg or planner_config()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint = out / POLICY_FILE
+    checkpoint, policy, selection_path = out / LAST_FILE, out / POLICY_FILE, out / SELECTION_FILE
     settings = {"config": cfg.model_dump(exclude={"total_timesteps"}), "max_workloads": max_workloads,
-                "min_workloads": min_workloads, "horizon": horizon, "hidden": hidden}
-    resume = resume and checkpoint.is_file() and _same_settings(out / "training.json", settings)
+                "min_workloads": min_workloads, "horizon": horizon, "hidden": hidden,
+                "selection": {"every": select_every, "systems": validation_systems, "samples": VALIDATION_SAMPLES,
+                              "seed": VALIDATION_SEED}}
+    resume = (resume and checkpoint.is_file() and policy.is_file() and selection_path.is_file()
+              and _same_settings(out / "training.json", settings))
     if not resume:
-        for stale in (checkpoint, out / "progress.csv"):
+        for stale in (checkpoint, policy, selection_path, out / "progress.csv"):
             stale.unlink(missing_ok=True)
     atomic_write_text(out / "training.json", json.dumps(settings, indent=2))
     envs = VectorCloudMigrationEnv(cfg.num_envs, max_workloads=max_workloads, min_workloads=min_workloads, horizon=horizon)
     agent = MigrationAgent(max_workloads, envs.n_types, hidden=hidden).to(pick_device(cfg.device))
-    result = train(envs, agent, cfg, log_dir=out, checkpoint=checkpoint, resume=checkpoint if resume else None)
+    systems = validation_scenarios(validation_systems, min_workloads, max_workloads, horizon)
+    yardsticks = [cheapest([yardstick(s, m) for m in HEURISTICS]).outcome.total_cost for s in systems]
+    selection = json.loads(selection_path.read_text()) if resume else {"best": None, "scores": []}
+
+    def select(row: dict) -> None:
+        if row["iteration"] % select_every and row["iteration"] != cfg.num_iterations:
+            return
+        score = validation_saving(agent, systems, yardsticks)
+        entry = {"iteration": int(row["iteration"]), "global_step": int(row["global_step"]), "validation_saving": score}
+        selection["scores"].append(entry)
+        if selection["best"] is None or score > selection["best"]["validation_saving"]:
+            selection["best"] = entry
+            save_policy(policy, agent, entry)
+        atomic_write_text(selection_path, json.dumps(selection, indent=2))
+
+    result = train(envs, agent, cfg, log_dir=out, checkpoint=checkpoint, resume=checkpoint if resume else None,
+                   on_iteration=select)
     curve = learning_curve_png(out / "progress.csv", out / "learning_curve.png")
     costs = [float(r["episodic_cost"]) for r in _log_rows(out / "progress.csv") if r["episodic_cost"] not in ("", "nan")]
-    return TrainedPlanner(policy=checkpoint, log=out / "progress.csv", curve=curve, global_step=result.global_step,
-                          final_cost=costs[-1] if costs else float("nan"))
+    best = selection["best"]
+    return TrainedPlanner(policy=policy, log=out / "progress.csv", curve=curve, global_step=result.global_step,
+                          final_cost=costs[-1] if costs else float("nan"), selected_step=best["global_step"],
+                          validation_saving=best["validation_saving"])
+
+
+def validation_scenarios(count: int, min_workloads: int, max_workloads: int, horizon: int) -> list[Scenario]:
+    """The fixed systems a training run scores its policy on: sizes spread evenly from
+    ``min_workloads`` to ``max_workloads``, each drawn from a seed of its own (``VALIDATION_SEED`` + i)."""
+    sizes = np.linspace(min_workloads, max_workloads, count).round().astype(int) if count > 1 else [max_workloads]
+    return [generate(np.random.default_rng(VALIDATION_SEED + i), int(n), horizon=horizon) for i, n in enumerate(sizes)]
+
+
+def validation_saving(agent: MigrationAgent, systems: list[Scenario], yardsticks: list[float],
+                      samples: int = VALIDATION_SAMPLES) -> float:
+    """The mean, over ``systems``, of 1 - (the policy's plan's cost / the best heuristic's cost)."""
+    savings = [1 - policy_plan(agent, s, samples=samples).outcome.total_cost / cost
+               for s, cost in zip(systems, yardsticks, strict=True)]
+    return float(np.mean(savings))
+
+
+def save_policy(path: Path, agent: MigrationAgent, selected: dict) -> Path:
+    """The policy's weights and shape (what ``load_policy`` reads) and where it was selected;
+    tensors, numbers and strings only (``weights_only=True``), written atomically."""
+    from lepton_core.fsutil import atomic_path
+
+    state = {"agent": {k: v.detach().cpu().clone() for k, v in agent.state_dict().items()}, "agent_spec": agent.spec(),
+             "global_step": selected["global_step"], "iteration": selected["iteration"],
+             "validation_saving": selected["validation_saving"]}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return path
 
 
 def _same_settings(path: Path, settings: dict) -> bool:

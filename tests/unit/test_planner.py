@@ -38,6 +38,35 @@ def test_training_writes_policy_log_and_curve_and_a_rerun_goes_on_from_the_check
     assert other.global_step == 512 and len(other.log.read_text().splitlines()) == 1 + 2
 
 
+def test_the_policy_kept_is_the_snapshot_that_planned_the_validation_systems_best_and_resume_keeps_the_best(tmp_path) -> None:
+    from lepton_core.planner.planner import (LAST_FILE, SELECTION_FILE, VALIDATION_SEED, validation_saving,
+                                             validation_scenarios)
+    from lepton_core.sim.plan import HEURISTICS, cheapest, yardstick
+
+    systems = validation_scenarios(4, 3, 6, 72)
+    assert [s.n for s in systems] == [3, 4, 5, 6] and VALIDATION_SEED >= 2_000_000_000  # apart from benchmarks' held-out seeds
+    assert [s.names for s in validation_scenarios(4, 3, 6, 72)] == [s.names for s in systems]  # fixed
+    costs = [cheapest([yardstick(s, m) for m in HEURISTICS]).outcome.total_cost for s in systems]
+    trained = train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72,
+                            select_every=1, validation_systems=4)
+    selection = json.loads((tmp_path / SELECTION_FILE).read_text())
+    scores = [e["validation_saving"] for e in selection["scores"]]
+    assert [e["iteration"] for e in selection["scores"]] == [1, 2, 3]
+    assert selection["best"]["validation_saving"] == max(scores) and selection["best"] == selection["scores"][scores.index(max(scores))]
+    assert (trained.selected_step, trained.validation_saving) == (selection["best"]["global_step"], max(scores))
+    kept = torch.load(trained.policy, weights_only=True)
+    assert kept["iteration"] == selection["best"]["iteration"] and "optimizer" not in kept
+    assert validation_saving(load_policy(trained.policy), systems, costs) == pytest.approx(max(scores), abs=1e-12)
+    assert torch.load(tmp_path / LAST_FILE, weights_only=True)["iteration"] == 3  # training resumes from the last one
+    # going on: scored at the new last iteration too; the best of all four is kept
+    more = train_planner(tmp_path, small(total_timesteps=8 * 32 * 4), max_workloads=6, min_workloads=3, horizon=72,
+                         select_every=1, validation_systems=4)
+    selection = json.loads((tmp_path / SELECTION_FILE).read_text())
+    scores = [e["validation_saving"] for e in selection["scores"]]
+    assert [e["iteration"] for e in selection["scores"]] == [1, 2, 3, 4] and more.validation_saving == max(scores)
+    assert torch.load(more.policy, weights_only=True)["iteration"] == selection["best"]["iteration"]
+
+
 def test_a_loaded_policy_plans_any_scenario_up_to_its_size(tmp_path) -> None:
     trained = train_planner(tmp_path, small(), max_workloads=6, min_workloads=3, horizon=72)
     agent = load_policy(trained.policy)
