@@ -48,7 +48,7 @@ import torch
 from lepton_core.planner.planner import PLAN_SAMPLES, load_policy, planner_config, policy_plan, train_planner
 from lepton_core.planner.policy import DEFAULT_HIDDEN
 from lepton_core.sim.exact import solve
-from lepton_core.sim.plan import HEURISTICS, cheapest, cost_lower_bound, yardstick
+from lepton_core.sim.plan import best_heuristic, cost_lower_bound
 from lepton_core.sim.scenario import generate
 
 HELD_OUT = 1_000_000_000
@@ -88,7 +88,7 @@ def main() -> None:
     gaps, optimum_below, floor_below = [], [], []
     for i in range(args.small):
         s = generate(np.random.default_rng(HELD_OUT + i), 4 + i % 5)
-        best = cheapest([yardstick(s, m) for m in HEURISTICS])
+        best = best_heuristic(s)
         exact = solve(s, time_limit_s=args.exact_seconds, hint=best)
         ppo = policy_plan(agent, s, samples=args.samples)
         gaps.append((ppo.outcome.total_cost - exact.plan.outcome.total_cost) / exact.plan.outcome.total_cost)
@@ -101,7 +101,7 @@ def main() -> None:
     savings, headroom, exact_savings = [], [], []
     for i in range(args.large):
         s = generate(np.random.default_rng(HELD_OUT + 10_000 + i), args.large_size)
-        best = cheapest([yardstick(s, m) for m in HEURISTICS])
+        best = best_heuristic(s)
         ppo = policy_plan(agent, s, samples=args.samples)
         savings.append(1 - ppo.outcome.total_cost / best.outcome.total_cost)
         floor = cost_lower_bound(s)

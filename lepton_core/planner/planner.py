@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from lepton_core.errors import UsageError
-from lepton_core.fsutil import atomic_write_text, write_figure_png
+from lepton_core.fsutil import atomic_path, atomic_write_text, write_figure_png
 from lepton_core.planner.policy import DEFAULT_HIDDEN, MaskedCategorical, MigrationAgent
 from lepton_core.planner.ppo import PPOConfig, pick_device, train
-from lepton_core.sim.plan import HEURISTICS, Plan, PlanStep, cheapest, plan_rank, replay, yardstick
+from lepton_core.sim.plan import Plan, PlanStep, best_heuristic, plan_rank, replay
 from lepton_core.sim.scenario import DAY, Scenario, generate
 
 POLICY_FILE = "policy.pt"  # the policy plans use: the snapshot that planned the validation systems best
@@ -93,7 +93,7 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
     envs = VectorCloudMigrationEnv(cfg.num_envs, max_workloads=max_workloads, min_workloads=min_workloads, horizon=horizon)
     agent = MigrationAgent(max_workloads, envs.n_types, hidden=hidden).to(pick_device(cfg.device))
     systems = validation_scenarios(validation_systems, min_workloads, max_workloads, horizon)
-    yardsticks = [cheapest([yardstick(s, m) for m in HEURISTICS]).outcome.total_cost for s in systems]
+    yardsticks = [best_heuristic(s).outcome.total_cost for s in systems]
     selection = json.loads(selection_path.read_text()) if resume else {"best": None, "scores": []}
 
     def select(row: dict) -> None:
@@ -135,8 +135,6 @@ def validation_saving(agent: MigrationAgent, systems: list[Scenario], yardsticks
 def save_policy(path: Path, agent: MigrationAgent, selected: dict) -> Path:
     """The policy's weights and shape (what ``load_policy`` reads) and where it was selected;
     tensors, numbers and strings only (``weights_only=True``), written atomically."""
-    from lepton_core.fsutil import atomic_path
-
     state = {"agent": {k: v.detach().cpu().clone() for k, v in agent.state_dict().items()}, "agent_spec": agent.spec(),
              "global_step": selected["global_step"], "iteration": selected["iteration"],
              "validation_saving": selected["validation_saving"]}

@@ -325,6 +325,11 @@ def cheapest(plans: list[Plan]) -> Plan:
     return min(plans, key=lambda p: (*plan_rank(p.outcome), p.method != "exact"))
 
 
+def best_heuristic(scenario: Scenario) -> Plan:
+    """The cheapest of the heuristics' plans (``HEURISTICS``): the yardstick a planner has to beat."""
+    return cheapest([yardstick(scenario, m) for m in HEURISTICS])
+
+
 def comparison_lines(plans: list[Plan], floor: float | None = None) -> list[str]:
     """One line per plan: cost, finish, downtime, how far above the cheapest it is, and, when the
     exact planner proved its optimum, the gap to that optimum. Without a proof, ``floor`` (the

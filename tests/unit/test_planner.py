@@ -41,12 +41,12 @@ def test_training_writes_policy_log_and_curve_and_a_rerun_goes_on_from_the_check
 def test_the_policy_kept_is_the_snapshot_that_planned_the_validation_systems_best_and_resume_keeps_the_best(tmp_path) -> None:
     from lepton_core.planner.planner import (LAST_FILE, SELECTION_FILE, VALIDATION_SEED, validation_saving,
                                              validation_scenarios)
-    from lepton_core.sim.plan import HEURISTICS, cheapest, yardstick
+    from lepton_core.sim.plan import best_heuristic
 
     systems = validation_scenarios(4, 3, 6, 72)
     assert [s.n for s in systems] == [3, 4, 5, 6] and VALIDATION_SEED >= 2_000_000_000  # apart from benchmarks' held-out seeds
     assert [s.names for s in validation_scenarios(4, 3, 6, 72)] == [s.names for s in systems]  # fixed
-    costs = [cheapest([yardstick(s, m) for m in HEURISTICS]).outcome.total_cost for s in systems]
+    costs = [best_heuristic(s).outcome.total_cost for s in systems]
     trained = train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72,
                             select_every=1, validation_systems=4)
     selection = json.loads((tmp_path / SELECTION_FILE).read_text())
