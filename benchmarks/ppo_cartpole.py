@@ -38,6 +38,7 @@ def cartpole(n: int):
 
 def lepton_run(cfg: PPOConfig) -> tuple[float, list[float]]:
     envs = cartpole(cfg.num_envs)
+    torch.manual_seed(cfg.seed)  # the initial weights from the seed, as CleanRL's
     agent = MlpAgent(4, 2)
     began = time.perf_counter()
     result = train(envs, agent, cfg)

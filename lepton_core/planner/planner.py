@@ -91,6 +91,9 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
             stale.unlink(missing_ok=True)
     atomic_write_text(out / "training.json", json.dumps(settings, indent=2))
     envs = VectorCloudMigrationEnv(cfg.num_envs, max_workloads=max_workloads, min_workloads=min_workloads, horizon=horizon)
+    # the initial weights come from the seed too (CleanRL seeds before building its agent): torch's
+    # own seed differs from process to process, so without this one seed trained different policies
+    torch.manual_seed(cfg.seed)
     agent = MigrationAgent(max_workloads, envs.n_types, hidden=hidden).to(pick_device(cfg.device))
     systems = validation_scenarios(validation_systems, min_workloads, max_workloads, horizon)
     yardsticks = [best_heuristic(s).outcome.total_cost for s in systems]

@@ -48,7 +48,7 @@ class PPOConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    seed: int = Field(1, ge=0, description="Seed of torch, numpy and the envs.")
+    seed: int = Field(1, ge=0, description="Seed of torch, numpy and the envs (and of the initial weights where the planner builds the agent).")
     total_timesteps: int = Field(500_000, ge=1, description="Env steps to train for (all copies together).")
     learning_rate: float = Field(2.5e-4, gt=0, le=1, description="Adam's learning rate at the start.")
     anneal_lr: bool = Field(True, description="Anneal the learning rate linearly to 0 over the run.")

@@ -38,6 +38,24 @@ def test_training_writes_policy_log_and_curve_and_a_rerun_goes_on_from_the_check
     assert other.global_step == 512 and len(other.log.read_text().splitlines()) == 1 + 2
 
 
+def test_one_seed_trains_the_same_policy_whatever_torch_drew_before_and_another_seed_another(tmp_path) -> None:
+    from lepton_core.planner.planner import LAST_FILE
+
+    def trained(name: str, seed: int, noise: int) -> tuple[dict, list[list[str]]]:
+        torch.manual_seed(noise)  # the global generator as another process, or an earlier run, leaves it
+        torch.rand(noise)
+        run = train_planner(tmp_path / name, small(seed=seed), max_workloads=6, min_workloads=3, horizon=72)
+        rows = [line.split(",") for line in run.log.read_text().splitlines()]
+        return torch.load(tmp_path / name / LAST_FILE, weights_only=True)["agent"], [r[:2] + r[3:] for r in rows]  # all but sps
+
+    first, first_log = trained("a", 1, 5)
+    again, again_log = trained("b", 1, 17)
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert first_log == again_log  # the same episodes, losses and costs, iteration by iteration
+    other, _ = trained("c", 2, 5)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
 def test_the_policy_kept_is_the_snapshot_that_planned_the_validation_systems_best_and_resume_keeps_the_best(tmp_path) -> None:
     from lepton_core.planner.planner import (LAST_FILE, SELECTION_FILE, VALIDATION_SEED, validation_saving,
                                              validation_scenarios)
