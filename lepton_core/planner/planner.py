@@ -15,7 +15,7 @@ import torch
 from lepton_core.errors import UsageError
 from lepton_core.fsutil import atomic_path, atomic_write_text, write_figure_png
 from lepton_core.planner.policy import DEFAULT_HIDDEN, MaskedCategorical, MigrationAgent
-from lepton_core.planner.ppo import PPOConfig, pick_device, train
+from lepton_core.planner.ppo import PPOConfig, load_checkpoint, pick_device, train
 from lepton_core.sim.plan import Plan, PlanStep, best_heuristic, plan_rank, replay
 from lepton_core.sim.scenario import DAY, Scenario, generate
 
@@ -72,8 +72,8 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
 
     With ``resume``, a checkpoint in ``out_dir`` from the same settings (all but
     ``total_timesteps``) is continued: a run killed half-way, or retried, goes on from its last
-    iteration (with the best score so far), and one already done returns at once. Other settings
-    start afresh."""
+    iteration (with the best score so far; one stopped between an iteration's checkpoint and its
+    score scores it first), and one already done returns at once. Other settings start afresh."""
     from lepton_core.sim.vector import VectorCloudMigrationEnv
 
     cfg = cfg or planner_config()
@@ -84,8 +84,10 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
                 "min_workloads": min_workloads, "horizon": horizon, "hidden": hidden,
                 "selection": {"every": select_every, "systems": validation_systems, "samples": VALIDATION_SAMPLES,
                               "seed": VALIDATION_SEED}}
-    resume = (resume and checkpoint.is_file() and policy.is_file() and selection_path.is_file()
-              and _same_settings(out / "training.json", settings))
+    # a run stopped before its first score has a checkpoint and no selection yet; one whose selection
+    # names a kept policy needs that policy to go on
+    resume = (resume and checkpoint.is_file() and _same_settings(out / "training.json", settings)
+              and (not selection_path.is_file() or policy.is_file()))
     if not resume:
         for stale in (checkpoint, policy, selection_path, out / "progress.csv"):
             stale.unlink(missing_ok=True)
@@ -97,10 +99,12 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
     agent = MigrationAgent(max_workloads, envs.n_types, hidden=hidden).to(pick_device(cfg.device))
     systems = validation_scenarios(validation_systems, min_workloads, max_workloads, horizon)
     yardsticks = [best_heuristic(s).outcome.total_cost for s in systems]
-    selection = json.loads(selection_path.read_text()) if resume else {"best": None, "scores": []}
+    selection = json.loads(selection_path.read_text()) if resume and selection_path.is_file() else {"best": None, "scores": []}
 
     def select(row: dict) -> None:
         if row["iteration"] % select_every and row["iteration"] != cfg.num_iterations:
+            return
+        if any(e["iteration"] == row["iteration"] for e in selection["scores"]):
             return
         score = validation_saving(agent, systems, yardsticks)
         entry = {"iteration": int(row["iteration"]), "global_step": int(row["global_step"]), "validation_saving": score}
@@ -110,6 +114,8 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
             save_policy(policy, agent, entry)
         atomic_write_text(selection_path, json.dumps(selection, indent=2))
 
+    if resume:  # the checkpoint is saved before its iteration is scored: a run stopped in between scores it now
+        select(load_checkpoint(checkpoint, agent))
     result = train(envs, agent, cfg, log_dir=out, checkpoint=checkpoint, resume=checkpoint if resume else None,
                    on_iteration=select)
     curve = learning_curve_png(out / "progress.csv", out / "learning_curve.png")

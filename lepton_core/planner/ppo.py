@@ -254,7 +254,7 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
     if resume is not None:
         counters = load_checkpoint(resume, agent, optimizer)
         global_step, first_iteration = counters["global_step"], counters["iteration"] + 1
-    writer, csv_file, csv_writer = _loggers(log_dir, resume is not None)
+    writer, csv_file, csv_writer = _loggers(log_dir, first_iteration - 1 if resume is not None else None)
     generator = torch.Generator().manual_seed(cfg.seed + first_iteration)
     T, N = cfg.num_steps, cfg.num_envs
 
@@ -377,13 +377,24 @@ def _final_rows(final_obs, rows: np.ndarray):
     return final_obs[rows]
 
 
-def _loggers(log_dir: str | Path | None, append: bool):
+def _loggers(log_dir: str | Path | None, resumed_after: int | None):
+    """TensorBoard's writer and progress.csv; a resumed run's CSV keeps the rows up to its checkpoint's
+    iteration (``resumed_after``): one stopped between an iteration's row and its checkpoint does that
+    iteration again, and logs it once."""
     if log_dir is None:
         return None, None, None
     log_dir = Path(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     path = log_dir / "progress.csv"
-    fresh = not (append and path.is_file())
+    fresh = resumed_after is None or not path.is_file()
+    if not fresh:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        if any(int(r["iteration"]) > resumed_after for r in rows):
+            with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+                kept = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+                kept.writeheader()
+                kept.writerows(r for r in rows if int(r["iteration"]) <= resumed_after)
     csv_file = path.open("w" if fresh else "a", newline="")
     csv_writer = csv.DictWriter(csv_file, fieldnames=LOG_FIELDS)
     if fresh:

@@ -85,6 +85,69 @@ def test_the_policy_kept_is_the_snapshot_that_planned_the_validation_systems_bes
     assert torch.load(more.policy, weights_only=True)["iteration"] == selection["best"]["iteration"]
 
 
+def trained_iterations(monkeypatch) -> list[int]:
+    """How many iterations each ``train_planner`` call then trains (what its ``train`` returns)."""
+    import lepton_core.planner.planner as planner
+
+    counts, train = [], planner.train
+
+    def counted(*args, **kwargs):
+        result = train(*args, **kwargs)
+        counts.append(result.iterations)
+        return result
+
+    monkeypatch.setattr(planner, "train", counted)
+    return counts
+
+
+def test_a_run_stopped_before_its_first_score_or_between_a_checkpoint_and_its_score_resumes_and_scores_it(
+        tmp_path, monkeypatch) -> None:
+    import lepton_core.planner.planner as planner
+    from lepton_core.planner.planner import LAST_FILE, POLICY_FILE, SELECTION_FILE
+
+    scored = planner.validation_saving
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # the worker killed while it scored iteration 2
+
+    monkeypatch.setattr(planner, "validation_saving", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72, select_every=2,
+                      validation_systems=2)
+    assert torch.load(tmp_path / LAST_FILE, weights_only=True)["iteration"] == 2
+    assert not (tmp_path / POLICY_FILE).exists() and not (tmp_path / SELECTION_FILE).exists()
+    monkeypatch.setattr(planner, "validation_saving", scored)
+    counts = trained_iterations(monkeypatch)
+    run = train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72, select_every=2,
+                        validation_systems=2)
+    # went on from iteration 2 (not afresh), scored it, then 3 (the last)
+    assert counts == [1] and [r.split(",")[0] for r in run.log.read_text().splitlines()[1:]] == ["1", "2", "3"]
+    assert [e["iteration"] for e in json.loads((tmp_path / SELECTION_FILE).read_text())["scores"]] == [2, 3]
+    assert run.global_step == 768 and run.policy.is_file()
+
+
+def test_a_run_stopped_between_an_iteration_s_log_row_and_its_checkpoint_logs_that_iteration_once(tmp_path, monkeypatch) -> None:
+    import lepton_core.planner.ppo as ppo
+    from lepton_core.planner.planner import LAST_FILE
+
+    save = ppo.save_checkpoint
+
+    def stopped_at_2(path, agent, optimizer, global_step, iteration, cfg):
+        if iteration == 2:
+            raise KeyboardInterrupt
+        return save(path, agent, optimizer, global_step, iteration, cfg)
+
+    monkeypatch.setattr(ppo, "save_checkpoint", stopped_at_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72)
+    assert torch.load(tmp_path / LAST_FILE, weights_only=True)["iteration"] == 1
+    assert len((tmp_path / "progress.csv").read_text().splitlines()) == 1 + 2  # iteration 2's row, not its checkpoint
+    monkeypatch.setattr(ppo, "save_checkpoint", save)
+    counts = trained_iterations(monkeypatch)
+    run = train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72)
+    assert counts == [2] and [r.split(",")[:2] for r in run.log.read_text().splitlines()[1:]] == [["1", "256"], ["2", "512"], ["3", "768"]]
+
+
 def test_a_loaded_policy_plans_any_scenario_up_to_its_size(tmp_path) -> None:
     trained = train_planner(tmp_path, small(), max_workloads=6, min_workloads=3, horizon=72)
     agent = load_policy(trained.policy)
