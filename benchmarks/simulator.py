@@ -30,7 +30,7 @@ import numpy as np
 
 from lepton_core.sim.env import CloudMigrationEnv
 from lepton_core.sim.exact import solve
-from lepton_core.sim.plan import HEURISTICS, yardstick
+from lepton_core.sim.plan import best_heuristic
 from lepton_core.sim.scenario import generate
 from lepton_core.sim.vector import VectorCloudMigrationEnv
 
@@ -88,7 +88,7 @@ def main() -> None:
         seconds, savings, proved = [], [], 0
         for seed in range(args.exact_scenarios):
             s = generate(np.random.default_rng(seed), n)
-            best = min((yardstick(s, m) for m in HEURISTICS), key=lambda p: p.outcome.total_cost)
+            best = best_heuristic(s)
             result = solve(s, time_limit_s=300, hint=best)
             proved += result.optimal
             seconds.append(result.seconds)
