@@ -281,7 +281,7 @@ def train_planner_cmd(
     max_workloads: Annotated[int, typer.Option(min=2, max=256, help="The largest system the policy will plan.")] = 16,
     min_workloads: Annotated[int, typer.Option(min=1, max=256, help="The smallest system drawn in training.")] = 4,
     hidden: Annotated[int, typer.Option(min=8, max=1024, help="Width of the policy's layers (wider plans cheaper; on CPUs it trains slower).")] = 64,
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the training run.")] = 1,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the training run: the initial weights, scenarios and samples.")] = 1,
     fresh: Annotated[bool, typer.Option(help="Start afresh instead of going on from a checkpoint of the same settings.")] = False,
 ) -> None:
     """Train the PPO migration planner on the simulator (the train-planner flow); plans then use it."""
