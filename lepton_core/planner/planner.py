@@ -76,7 +76,8 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
     With ``resume``, a checkpoint in ``out_dir`` from the same settings (all but
     ``total_timesteps``) is continued: a run killed half-way, or retried, goes on from its last
     iteration (with the best score so far; one stopped between an iteration's checkpoint and its
-    score scores it first), and one already done returns at once. Other settings start afresh."""
+    score scores it first) exactly as it would have gone on (the checkpoint keeps the simulators'
+    episodes and the generators), and one already done returns at once. Other settings start afresh."""
     from lepton_core.sim.vector import VectorCloudMigrationEnv
 
     cfg = cfg or planner_config()

@@ -25,6 +25,7 @@ terminated one's is not. ``DISABLED`` is refused.
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from torch import nn, optim
 
 from lepton_core.fsutil import atomic_path
 
+log = logging.getLogger(__name__)
 LOG_FIELDS = ("iteration", "global_step", "sps", "learning_rate", "value_loss", "policy_loss", "entropy", "old_approx_kl",
               "approx_kl", "clipfrac", "explained_variance", "episodes", "episodic_return", "episodic_cost")
 
@@ -211,12 +213,15 @@ class TrainResult:
 
 
 def save_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimizer, global_step: int, iteration: int,
-                    cfg: PPOConfig) -> Path:
-    """Weights, optimiser state, counters and the agent's shape (``agent.spec()`` when it has one):
-    tensors, numbers and strings only, so it loads with ``weights_only=True``; written atomically."""
+                    cfg: PPOConfig, rollout: dict[str, Any] | None = None) -> Path:
+    """Weights, optimiser state, counters and the agent's shape (``agent.spec()`` when it has one),
+    and ``rollout``, where the run stands between iterations (see ``train``): tensors, numbers and
+    strings only, so it loads with ``weights_only=True``; written atomically."""
     state = {"agent": agent.state_dict(), "optimizer": optimizer.state_dict(), "global_step": int(global_step),
              "iteration": int(iteration), "config": cfg.model_dump_json(),
              "agent_spec": agent.spec() if hasattr(agent, "spec") else {}}
+    if rollout is not None:
+        state["rollout"] = rollout
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
     return Path(path)
@@ -229,7 +234,20 @@ def load_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimiz
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
     return {"global_step": state["global_step"], "iteration": state["iteration"], "config": state["config"],
-            "agent_spec": state.get("agent_spec", {})}
+            "agent_spec": state.get("agent_spec", {}), "rollout": state.get("rollout")}
+
+
+def _rollout_state(envs, generator: torch.Generator, device: torch.device, carry: dict[str, np.ndarray]) -> dict[str, Any] | None:
+    """Where a run stands between two iterations, for its checkpoint: the env's state (an env with
+    ``get_state``, as ``VectorCloudMigrationEnv``), the random generators' states, and the arrays the
+    rollout carries from one iteration to the next. None for an env that cannot give its state."""
+    if not hasattr(envs, "get_state"):
+        return None
+    rng = {"torch": torch.get_rng_state(), "minibatches": generator.get_state()}
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    return {"env": {k: torch.from_numpy(v) for k, v in envs.get_state().items()}, "rng": rng,
+            "carry": {k: torch.from_numpy(np.array(v)) for k, v in carry.items()}}
 
 
 def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = None, checkpoint: str | Path | None = None,
@@ -238,7 +256,14 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
 
     Logs each iteration to ``log_dir/progress.csv`` and TensorBoard event files there; saves
     ``checkpoint`` after every iteration; ``resume`` continues from a checkpoint's weights,
-    optimiser and step count (the learning rate schedule goes on from there)."""
+    optimiser and step count (the learning rate schedule goes on from there).
+
+    With an env that can give and take its state (``get_state``, ``set_state``), the checkpoint
+    also holds where the rollout stands (the episodes under way, the random generators, the
+    returns so far): a run resumed from it goes on exactly as the run that saved it would have, to
+    the last bit on the same machine and thread count, so a killed and retried training trains the
+    same policy as one never stopped. Other envs are reset afresh on resume (seeded from the
+    iteration), and their episodes under way are lost."""
     mode = envs.metadata.get("autoreset_mode")
     if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
         raise ValueError(f"the vector env's autoreset mode is {mode}; PPO here needs AutoresetMode.SAME_STEP or NEXT_STEP")
@@ -250,18 +275,35 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
     device = agent.device
     # fused: one kernel for every parameter (on this CPU a step of the planner's agent takes 120 us, against 532)
     optimizer = optim.Adam(agent.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True)
-    global_step, first_iteration = 0, 1
+    global_step, first_iteration, saved = 0, 1, None
     if resume is not None:
         counters = load_checkpoint(resume, agent, optimizer)
-        global_step, first_iteration = counters["global_step"], counters["iteration"] + 1
+        global_step, first_iteration, saved = counters["global_step"], counters["iteration"] + 1, counters["rollout"]
     writer, csv_file, csv_writer = _loggers(log_dir, first_iteration - 1 if resume is not None else None)
-    generator = torch.Generator().manual_seed(cfg.seed + first_iteration)
     T, N = cfg.num_steps, cfg.num_envs
+    next_done = np.zeros(N, dtype=np.float32)
+    resetting = np.zeros(N, dtype=bool)  # NEXT_STEP: copies whose next step only resets them
+    running_return = np.zeros(N)
 
-    next_obs_np, info = envs.reset(seed=cfg.seed + first_iteration - 1)
+    restored = None
+    if saved is not None and hasattr(envs, "set_state"):
+        try:
+            restored = envs.set_state({k: v.numpy() for k, v in saved["env"].items()})
+        except ValueError as exc:  # an env of another shape or version: its weights still go on
+            log.warning("%s: the episodes under way are not resumed (%s); the envs start afresh", resume, exc)
+    if restored is not None:  # exactly where the run that saved it stood
+        next_obs_np, info = restored
+        next_done, resetting, running_return = (saved["carry"][k].numpy().copy() for k in ("next_done", "resetting", "running_return"))
+        generator = torch.Generator()
+        generator.set_state(saved["rng"]["minibatches"])
+        torch.set_rng_state(saved["rng"]["torch"])
+        if device.type == "cuda" and "cuda" in saved["rng"]:
+            torch.cuda.set_rng_state(saved["rng"]["cuda"], device)
+    else:
+        generator = torch.Generator().manual_seed(cfg.seed + first_iteration)
+        next_obs_np, info = envs.reset(seed=cfg.seed + first_iteration - 1)
     next_obs = agent.obs_to_tensor(next_obs_np)
     next_mask = _mask(info, device)
-    next_done = np.zeros(N, dtype=np.float32)
     obs = _alloc(next_obs, T)
     masks = torch.zeros((T, *next_mask.shape), dtype=torch.bool, device=device) if next_mask is not None else None
     actions = torch.zeros((T, N), dtype=torch.long, device=device)
@@ -269,8 +311,6 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
     # what the env returns stays in numpy for the rollout and goes to the device once, after it
     rewards, dones = np.zeros((T, N), dtype=np.float32), np.zeros((T, N), dtype=np.float32)
     weights = np.ones((T, N), dtype=np.float32) if next_step_mode else None
-    resetting = np.zeros(N, dtype=bool)  # NEXT_STEP: copies whose next step only resets them
-    running_return = np.zeros(N)
     result = TrainResult(global_step=global_step, iterations=0)  # a finished checkpoint resumes to no iterations
 
     try:
@@ -350,7 +390,9 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
                         writer.add_scalar(f"charts/{k}" if k in ("sps", "learning_rate", "episodic_return", "episodic_cost", "episodes")
                                           else f"losses/{k}", v, global_step)
             if checkpoint is not None:
-                save_checkpoint(checkpoint, agent, optimizer, global_step, iteration, cfg)
+                carry = {"next_done": next_done, "resetting": resetting, "running_return": running_return}
+                save_checkpoint(checkpoint, agent, optimizer, global_step, iteration, cfg,
+                                rollout=_rollout_state(envs, generator, device, carry))
             if on_iteration is not None:
                 on_iteration(row)
     finally:

@@ -132,10 +132,10 @@ def test_a_run_stopped_between_an_iteration_s_log_row_and_its_checkpoint_logs_th
 
     save = ppo.save_checkpoint
 
-    def stopped_at_2(path, agent, optimizer, global_step, iteration, cfg):
+    def stopped_at_2(path, agent, optimizer, global_step, iteration, cfg, **rest):
         if iteration == 2:
             raise KeyboardInterrupt
-        return save(path, agent, optimizer, global_step, iteration, cfg)
+        return save(path, agent, optimizer, global_step, iteration, cfg, **rest)
 
     monkeypatch.setattr(ppo, "save_checkpoint", stopped_at_2)
     with pytest.raises(KeyboardInterrupt):
@@ -146,6 +146,38 @@ def test_a_run_stopped_between_an_iteration_s_log_row_and_its_checkpoint_logs_th
     counts = trained_iterations(monkeypatch)
     run = train_planner(tmp_path, small(total_timesteps=8 * 32 * 3), max_workloads=6, min_workloads=3, horizon=72)
     assert counts == [2] and [r.split(",")[:2] for r in run.log.read_text().splitlines()[1:]] == [["1", "256"], ["2", "512"], ["3", "768"]]
+
+
+def test_a_killed_and_retried_run_trains_the_same_policy_as_one_never_stopped(tmp_path, monkeypatch) -> None:
+    """The checkpoint keeps where the rollout stands (the simulator's episodes, the random
+    generators): a run killed after iteration 2 of 4 and run again ends with the weights, log and
+    selection of the run that was never stopped, bit for bit."""
+    import lepton_core.planner.ppo as ppo
+    from lepton_core.planner.planner import LAST_FILE, POLICY_FILE, SELECTION_FILE
+
+    settings = dict(max_workloads=6, min_workloads=3, horizon=72, select_every=2, validation_systems=2)
+    train_planner(tmp_path / "whole", small(total_timesteps=8 * 32 * 4), **settings)
+    save = ppo.save_checkpoint
+
+    def killed_after_2(path, agent, optimizer, global_step, iteration, cfg, **rest):
+        save(path, agent, optimizer, global_step, iteration, cfg, **rest)
+        if iteration == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ppo, "save_checkpoint", killed_after_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_planner(tmp_path / "retried", small(total_timesteps=8 * 32 * 4), **settings)
+    monkeypatch.setattr(ppo, "save_checkpoint", save)
+    counts = trained_iterations(monkeypatch)
+    train_planner(tmp_path / "retried", small(total_timesteps=8 * 32 * 4), **settings)
+    assert counts == [2]  # went on from iteration 2
+    for name in (LAST_FILE, POLICY_FILE):
+        whole, retried = (torch.load(tmp_path / run / name, weights_only=True)["agent"] for run in ("whole", "retried"))
+        assert whole.keys() == retried.keys() and all(torch.equal(whole[k], retried[k]) for k in whole), name
+    logs = [[r[:2] + r[3:] for r in (line.split(",") for line in (tmp_path / run / "progress.csv").read_text().splitlines())]
+            for run in ("whole", "retried")]  # all but steps/s
+    assert len(logs[0]) == 1 + 4 and logs[0] == logs[1]
+    assert (tmp_path / "whole" / SELECTION_FILE).read_text() == (tmp_path / "retried" / SELECTION_FILE).read_text()
 
 
 def test_a_loaded_policy_plans_any_scenario_up_to_its_size(tmp_path) -> None:

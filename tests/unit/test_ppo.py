@@ -188,6 +188,29 @@ def test_a_checkpoint_round_trips_and_training_resumes_where_it_stopped(tmp_path
     assert float(rows[2]["learning_rate"]) == pytest.approx(cfg.learning_rate * (1 - 2 / 4))  # the schedule goes on
 
 
+def test_a_checkpoint_keeps_where_the_rollout_stands_and_one_whose_envs_do_not_fit_resumes_afresh(tmp_path, caplog) -> None:
+    """With the simulator (an env that gives its state) the checkpoint holds the episodes under way
+    and the generators; an env that does not take that state (another version or shape) logs why
+    and starts its episodes afresh, and the weights go on. Envs without a state save none."""
+    from lepton_core.sim.vector import VectorCloudMigrationEnv
+
+    cfg = PPOConfig(total_timesteps=4 * 16 * 2, num_envs=4, num_steps=16, seed=2)
+    sim = lambda: VectorCloudMigrationEnv(4, max_workloads=5, min_workloads=3, horizon=30)  # noqa: E731
+    agent = MigrationAgent(5, sim().n_types, hidden=16)
+    train(sim(), agent, cfg.model_copy(update={"total_timesteps": 4 * 16}), checkpoint=tmp_path / "ppo.pt")
+    saved = torch.load(tmp_path / "ppo.pt", weights_only=True)
+    assert saved["rollout"]["env"]["hour"].shape == (4,) and set(saved["rollout"]["rng"]) == {"torch", "minibatches"}
+    assert saved["rollout"]["carry"]["running_return"].dtype == torch.float64
+    del saved["rollout"]["env"]["phase"]  # as a simulator of another version would have left it
+    torch.save(saved, tmp_path / "ppo.pt")
+    with caplog.at_level("WARNING", logger="lepton_core.planner.ppo"):
+        resumed = train(sim(), agent, cfg, checkpoint=tmp_path / "ppo.pt", resume=tmp_path / "ppo.pt")
+    assert resumed.iterations == 1 and resumed.global_step == 128
+    assert "the episodes under way are not resumed (simulator state: missing phase)" in caplog.text
+    train(bandits(8), MlpAgent(2, 4), PPOConfig(total_timesteps=8 * 16, num_envs=8, num_steps=16), checkpoint=tmp_path / "b.pt")
+    assert "rollout" not in torch.load(tmp_path / "b.pt", weights_only=True)
+
+
 def test_next_step_autoreset_is_handled_and_a_disabled_one_refused() -> None:
     """With NEXT_STEP, every other step of the one-step bandit only resets a copy: those steps must
     carry no weight, or the ignored actions would be credited with the reward."""

@@ -253,6 +253,40 @@ def test_the_vector_twin_equals_scalar_envs_step_by_step() -> None:
     assert episodes >= n and truncations >= 5
 
 
+def test_the_vector_twin_given_another_s_state_steps_as_that_one_goes_on() -> None:
+    """What a training checkpoint keeps of the simulator: a fresh env given the state of one in
+    mid-run (episodes under way, the bank of next episodes part used) steps as that one does, through
+    episode ends and bank refills; an env of another shape refuses it, naming the array."""
+    from lepton_core.sim.vector import VectorCloudMigrationEnv
+
+    def steps(env, obs, info, rng, count):
+        seen = []
+        for _ in range(count):
+            actions = np.array([int(rng.choice(np.flatnonzero(m))) if rng.random() < 0.4 else 0 for m in info["action_mask"]])
+            obs, reward, term, trunc, info = env.step(actions)
+            seen.append((obs, reward, term, trunc, info["action_mask"].copy(), info["total_cost"]))
+        return obs, info, seen
+
+    first = VectorCloudMigrationEnv(5, max_workloads=8, min_workloads=3, horizon=40)
+    obs, info = first.reset(seed=7)
+    obs, info, _ = steps(first, obs, info, np.random.default_rng(0), 70)  # past the first episodes' ends
+    state = first.get_state()
+    second = VectorCloudMigrationEnv(5, max_workloads=8, min_workloads=3, horizon=40)
+    second.reset(seed=99)  # another run's episodes: all of it is replaced
+    obs2, info2 = second.set_state(state)
+    assert all(np.array_equal(obs[k], obs2[k]) for k in obs) and np.array_equal(info["action_mask"], info2["action_mask"])
+    _, _, went_on = steps(first, obs, info, np.random.default_rng(1), 150)
+    _, _, resumed = steps(second, obs2, info2, np.random.default_rng(1), 150)
+    assert sum(int(t.sum() + u.sum()) for _, _, t, u, _, _ in went_on) >= 10  # episodes ended, new ones began
+    for a, b in zip(went_on, resumed, strict=True):
+        assert all(np.array_equal(a[0][k], b[0][k]) for k in a[0])
+        assert all(np.array_equal(x, y) for x, y in zip(a[1:], b[1:], strict=True))
+    state["hour"][0] = -1  # the state given is a copy: changing it changes neither env
+    assert (first.hour >= 0).all() and (second.hour >= 0).all()
+    with pytest.raises(ValueError, match=r"simulator state: ep\.wl is float64\[5, 4, 8\]; this env's is float64\[4, 4, 8\]"):
+        VectorCloudMigrationEnv(4, max_workloads=8, min_workloads=3, horizon=40).set_state(first.get_state())
+
+
 def test_the_vector_twin_refuses_invalid_actions_per_env() -> None:
     from lepton_core.sim.vector import PAD, VectorCloudMigrationEnv
 
