@@ -35,6 +35,25 @@ class Item:
     label: int
 
 
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """Every index once, in an order that depends on the seed and the epoch alone (Lightning calls
+    ``set_epoch`` before each epoch, as for ``DistributedSampler``): a run resumed at epoch k shuffles
+    epoch k as the run never stopped did, whatever it drew before."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 500_009)  # (apart from the drawn epoch's seeds)
+        return iter(torch.randperm(self.size, generator=gen).tolist())
+
+
 def _unit(salt: str, rel: str) -> float:
     """A stable number in [0, 1) for a path: the same on every machine and run."""
     return int.from_bytes(hashlib.blake2b(f"{salt}:{rel}".encode(), digest_size=8).digest(), "big") / 2**64
@@ -218,13 +237,14 @@ class ImageDataModule(L.LightningDataModule):
 
     def _loader(self, part: str, train: bool) -> DataLoader:
         dataset = self.dataset(part, train=train)
+        sampler, gen = None, None
         if train and part == "train":
-            drawn = self.drawn_epoch(dataset)
-            if drawn is not None:
-                return DataLoader(dataset, batch_size=self.batch_size, sampler=drawn, num_workers=self.num_workers,
-                                  persistent_workers=self.num_workers > 0)
-        gen = torch.Generator().manual_seed(self.seed) if train else None
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=train, generator=gen,
+            sampler = self.drawn_epoch(dataset) or EpochShuffle(len(dataset), self.seed)
+            # a generator of its own for the workers' base seed: without one, each iteration of the
+            # loader draws it from torch's global generator, and a resumed run iterates at other moments
+            epoch = self.trainer.current_epoch if self.trainer is not None else 0
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1_000_033)
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=gen,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def drawn_epoch(self, dataset: ImageFiles) -> torch.utils.data.WeightedRandomSampler | None:

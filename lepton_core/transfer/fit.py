@@ -170,7 +170,7 @@ def run_fit(job: FitJob) -> FitResult:
 
     from lepton_core.transfer.checkpoint import Preprocess
     from lepton_core.transfer.data import ImageDataModule
-    from lepton_core.transfer.module import EpochHistory, Finetuning, CalibrateInput, TransferModule
+    from lepton_core.transfer.module import CalibrateInput, EpochHistory, EpochSeed, Finetuning, TransferModule
 
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -207,7 +207,7 @@ def run_fit(job: FitJob) -> FitResult:
     trainer = L.Trainer(
         max_epochs=job.max_epochs, accelerator="auto", devices="auto", precision=precision,
         callbacks=[Finetuning(job.strategy, unfreeze_every=job.unfreeze_every, backbone_lr_factor=job.backbone_lr_factor),
-                   history, best, latest,
+                   history, EpochSeed(job.seed), best, latest,
                    # patience in epochs, however often they validate
                    EarlyStopping(monitor="val_acc", mode="max", patience=job.patience, check_on_train_epoch_end=True),
                    LearningRateMonitor(logging_interval="epoch"),

@@ -348,6 +348,22 @@ class CalibrateInput(Callback):
         self.report, self.labels = state_dict["report"], dict(state_dict["labels"])
 
 
+class EpochSeed(Callback):
+    """At the start of each training epoch, seed torch, numpy and Python's generators from the run's
+    seed and the epoch (augmentation and dropout draw from them), so an epoch trains the same
+    whether the run went through the epochs before it or resumed from a checkpoint after them:
+    a retried fit ends with the weights of one never stopped (with data-loading processes
+    kept between epochs, their augmentation draws go on from where each process is)."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from lightning.fabric.utilities.seed import seed_everything
+
+        seed_everything((self.seed * 1_000_003 + trainer.current_epoch) % 2**32, workers=True, verbose=False)
+
+
 class EpochHistory(Callback):
     """One row per finished epoch, and one per validation within an epoch (when the trainer
     validates more often): epochs done (a fraction within one), training steps, seconds of fitting

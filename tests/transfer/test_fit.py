@@ -44,6 +44,51 @@ def test_a_finished_run_is_reused_and_an_interrupted_one_resumes(tiny_images: Pa
     assert set(trained_state(resumed)) >= {"classifier.3.weight", "features.0.0.weight"}
 
 
+@pytest.mark.parametrize("recipe", ["scratch", "adapt"])
+def test_a_killed_and_retried_fit_ends_with_the_weights_of_one_never_stopped(recipe: str, tiny_images: Path, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each epoch is shuffled, augmented and dropped out from the seed and the epoch alone, so a run
+    killed after epoch 2 and run again trains epochs 3-4 as the run never stopped did: the same
+    weights and history, bit for bit. ``adapt`` is the adaptation's recipe (on-prem weights,
+    calibration, pseudo-labels relabelled by the model in training, on-prem images replayed, drawn
+    epochs validated each round); ``scratch`` a plain shuffled fit from random weights."""
+    import torch
+
+    from lepton_core.transfer import module as transfer_module
+    from lepton_core.transfer.backbones import build_model
+    from lepton_core.transfer.checkpoint import CheckpointMeta, save_checkpoint
+    from tests.transfer.conftest import write_images
+
+    options: dict = dict(max_epochs=4, patience=4)
+    if recipe == "adapt":
+        torch.manual_seed(3)
+        onprem = save_checkpoint(tmp_path / "onprem.pt", build_model("mobilenet_v3_small", 3, 32).state_dict(),
+                                 CheckpointMeta("mobilenet_v3_small", CLASSES, 32))
+        source = write_images(tmp_path / "source", seed=1)
+        options |= dict(init="onprem", init_path=str(onprem), labelled_fraction=0.5, pseudo_label_threshold=0.3,
+                        relabel_every=1, replay_root=str(source), replay_fraction=0.5, labelled_share=0.5,
+                        val_every_n_steps=2, batch_size=4)
+    whole = fit(job(tiny_images, tmp_path / "whole", **options))
+    started = transfer_module.TransferModule.on_train_epoch_start
+
+    def killed_at_3(self) -> None:
+        if self.current_epoch == 2:
+            raise RuntimeError("the worker was killed")
+        started(self)
+
+    monkeypatch.setattr(transfer_module.TransferModule, "on_train_epoch_start", killed_at_3)
+    with pytest.raises(RuntimeError, match="killed"):
+        fit(job(tiny_images, tmp_path / "retried", **options))
+    monkeypatch.setattr(transfer_module.TransferModule, "on_train_epoch_start", started)
+    retried = fit(job(tiny_images, tmp_path / "retried", **options))
+    assert retried.resumed and not whole.resumed
+    last = [torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for run in ("whole", "retried")]
+    assert last[0].keys() == last[1].keys() and all(torch.equal(last[0][k], last[1][k]) for k in last[0])
+    untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in r.history] for r in (whole, retried)]
+    assert untimed[0] == untimed[1] and [row["epoch"] for row in untimed[0] if row["epoch"] == int(row["epoch"])] == [1, 2, 3, 4]
+    assert retried.calibration == whole.calibration  # the same pseudo-labels, relabelled after each epoch
+
+
 def test_the_entry_point_runs_a_job_in_its_own_process_and_is_safe_to_run_again(tiny_images: Path, tmp_path: Path) -> None:
     spec = job(tiny_images, tmp_path / "work")
     path = tmp_path / "job.json"
