@@ -20,7 +20,7 @@ from lepton_core.registry import Registry
 from lepton_core.transfer.adapt import adapt_model
 from lepton_core.transfer.checkpoint import load_checkpoint, save_checkpoint
 
-OPTIONS = IntegrateOptions(data="location", golden_per_domain=60)
+OPTIONS = IntegrateOptions(data="location", golden_per_domain=200)  # the default: 97% of about 190 right answers leaves some room
 
 
 @pytest.fixture
@@ -88,10 +88,11 @@ def test_a_broken_candidate_fails_parity_and_nothing_is_promoted(demo_parity: Pa
 
 def test_the_demos_adapted_model_passes_parity_and_becomes_the_candidate(demo_parity: Path, home: Path, tmp_path: Path) -> None:
     loaded = load_spec(demo_parity)
-    # two epochs to keep the test short: then every on-prem image is replayed each epoch (half of
+    # three epochs to keep the test short: then every on-prem image is replayed each epoch (half of
     # them, the default, keeps 97% of the on-prem answers over `lepton run`'s 10 epochs, as
-    # tests/e2e shows, but 96.6% after two)
-    adapted = adapt_model(loaded, AdaptOptions(data="location", max_epochs=2, compare_scratch=False, replay_fraction=1.0),
+    # tests/e2e shows). After two epochs the model kept 96.6-96.9% of them, one or two images short;
+    # after three, 98.4% of 192 on this machine
+    adapted = adapt_model(loaded, AdaptOptions(data="location", max_epochs=3, compare_scratch=False, replay_fraction=1.0),
                           home, tmp_path / "run")
     result = integrate(loaded, adapted.version, OPTIONS, home, tmp_path / "run")
     p = result.parity
