@@ -294,6 +294,8 @@ def train_planner_cmd(
 
     result = train_planner_flow(PlannerTraining(total_timesteps=steps, num_envs=envs, max_workloads=max_workloads,
                                                 min_workloads=min_workloads, hidden=hidden, seed=seed, fresh=fresh))
+    if result["resumed_from"]:
+        typer.echo(f"{result['went_on']} (--fresh starts over)")
     typer.echo(f"planner trained to {result['global_step']:,} steps; last mean episode cost ${result['final_cost']:,.2f}; "
                f"kept the snapshot of step {result['selected_step']:,} ({result['validation_saving']:+.2%} against the "
                "best heuristic on the validation systems)")

@@ -27,17 +27,22 @@ def train_policy_task(options: PlannerTraining, out_dir: str) -> dict:
     with gpu_slot():
         trained = train_planner(out_dir, cfg, max_workloads=options.max_workloads, min_workloads=options.min_workloads,
                                 resume=not options.fresh, hidden=options.hidden)
+    went_on = ("trained afresh" if not trained.resumed_from else
+               "already trained that far: nothing left to do" if trained.resumed_from == trained.global_step else
+               f"went on from step {trained.resumed_from:,}, where the checkpoint of an earlier run stopped")
+    get_run_logger().info("%s (%s)", went_on, out_dir)
     get_run_logger().info("planner trained to %d steps; last mean episode cost $%.2f; policy %s (the snapshot of step %d: "
                           "%.2f%% cheaper than the best heuristic on the validation systems)", trained.global_step,
                           trained.final_cost, trained.policy, trained.selected_step, 100 * trained.validation_saving)
     create_markdown_artifact(key="planner-training", description="PPO migration planner training", markdown=(
-        f"# PPO migration planner\n\n- steps: {trained.global_step:,}\n- policy width: {options.hidden}\n- last mean episode cost: ${trained.final_cost:,.2f}\n"
+        f"# PPO migration planner\n\n- steps: {trained.global_step:,} ({went_on})\n- policy width: {options.hidden}\n- last mean episode cost: ${trained.final_cost:,.2f}\n"
         f"- policy: `{trained.policy}`, the snapshot of step {trained.selected_step:,}: "
         f"{trained.validation_saving:+.2%} against the best heuristic on the validation systems\n"
         f"- log: `{trained.log}`\n- learning curve: `{trained.curve}`\n"))
     publish_chart(trained.curve, "planner-learning-curve", "PPO migration planner: mean episode cost against env steps")
     return {"policy": str(trained.policy), "global_step": trained.global_step, "final_cost": trained.final_cost,
-            "selected_step": trained.selected_step, "validation_saving": trained.validation_saving, "curve": str(trained.curve)}
+            "selected_step": trained.selected_step, "validation_saving": trained.validation_saving, "curve": str(trained.curve),
+            "resumed_from": trained.resumed_from, "went_on": went_on}
 
 
 @flow(name="train-planner", description="Train the PPO migration planner on the cloud-migration simulator.",

@@ -57,6 +57,7 @@ class TrainedPlanner:
     final_cost: float  # mean episode cost in the last iteration that finished episodes
     selected_step: int  # the training step of the snapshot kept as the policy
     validation_saving: float  # its mean saving over the best heuristic on the validation systems
+    resumed_from: int = 0  # the step an earlier run's checkpoint had reached when this one went on from it; 0 afresh
 
 
 def planner_config(**overrides) -> PPOConfig:
@@ -118,8 +119,11 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
             save_policy(policy, agent, entry)
         atomic_write_text(selection_path, json.dumps(selection, indent=2))
 
+    resumed_from = 0
     if resume:  # the checkpoint is saved before its iteration is scored: a run stopped in between scores it now
-        select(load_checkpoint(checkpoint, agent))
+        counters = load_checkpoint(checkpoint, agent)
+        resumed_from = counters["global_step"]
+        select(counters)
     result = train(envs, agent, cfg, log_dir=out, checkpoint=checkpoint, resume=checkpoint if resume else None,
                    on_iteration=select)
     curve = learning_curve_png(out / "progress.csv", out / "learning_curve.png")
@@ -127,7 +131,7 @@ def train_planner(out_dir: str | Path, cfg: PPOConfig | None = None, max_workloa
     best = selection["best"]
     return TrainedPlanner(policy=policy, log=out / "progress.csv", curve=curve, global_step=result.global_step,
                           final_cost=costs[-1] if costs else float("nan"), selected_step=best["global_step"],
-                          validation_saving=best["validation_saving"])
+                          validation_saving=best["validation_saving"], resumed_from=resumed_from)
 
 
 def validation_scenarios(count: int, min_workloads: int, max_workloads: int, horizon: int) -> list[Scenario]:

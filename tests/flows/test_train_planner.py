@@ -22,10 +22,13 @@ def test_train_planner_flow_trains_into_the_state_folder_and_resumes(flow_home: 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["planner-training"])))
         curves = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["planner-learning-curve"])))
-    assert artifacts and "- steps: 1,024" in artifacts[-1].data
+    assert artifacts and "- steps: 1,024 (trained afresh)" in artifacts[-1].data and result["resumed_from"] == 0
     assert result["selected_step"] == 1024  # two iterations: scored at the end only
     assert "the snapshot of step 1,024: " in artifacts[-1].data and "on the validation systems" in artifacts[-1].data
     assert curves and curves[-1].type == "image" and curves[-1].data.startswith("data:image/png;base64,")
     longer = train_planner_flow(options.model_copy(update={"total_timesteps": 1536}))
     assert longer["global_step"] == 1536 and longer["selected_step"] in (1024, 1536)  # the end scored again
+    assert longer["resumed_from"] == 1024 and longer["went_on"] == "went on from step 1,024, where the checkpoint of an earlier run stopped"
+    again = train_planner_flow(options.model_copy(update={"total_timesteps": 1536}))
+    assert again["resumed_from"] == 1536 and again["went_on"] == "already trained that far: nothing left to do"
     assert len((flow_home / "planner" / "progress.csv").read_text().splitlines()) == 1 + 3

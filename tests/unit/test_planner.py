@@ -169,8 +169,8 @@ def test_a_killed_and_retried_run_trains_the_same_policy_as_one_never_stopped(tm
         train_planner(tmp_path / "retried", small(total_timesteps=8 * 32 * 4), **settings)
     monkeypatch.setattr(ppo, "save_checkpoint", save)
     counts = trained_iterations(monkeypatch)
-    train_planner(tmp_path / "retried", small(total_timesteps=8 * 32 * 4), **settings)
-    assert counts == [2]  # went on from iteration 2
+    retried = train_planner(tmp_path / "retried", small(total_timesteps=8 * 32 * 4), **settings)
+    assert counts == [2] and retried.resumed_from == 2 * 256  # went on from iteration 2
     for name in (LAST_FILE, POLICY_FILE):
         whole, retried = (torch.load(tmp_path / run / name, weights_only=True)["agent"] for run in ("whole", "retried"))
         assert whole.keys() == retried.keys() and all(torch.equal(whole[k], retried[k]) for k in whole), name
