@@ -35,23 +35,23 @@ class Item:
     label: int
 
 
-class EpochShuffle(torch.utils.data.Sampler[int]):
+class EpochShuffle(torch.utils.data.RandomSampler):
     """Every index once, in an order that depends on the seed and the epoch alone (Lightning calls
     ``set_epoch`` before each epoch, as for ``DistributedSampler``): a run resumed at epoch k shuffles
-    epoch k as the run never stopped did, whatever it drew before."""
+    epoch k as the run never stopped did, whatever it drew before. A ``RandomSampler``, so that
+    Lightning, across several GPUs, takes the loader for a shuffled one and gives it a
+    ``DistributedSampler`` (shuffled by its seed and the epoch too)."""
 
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
+    def __init__(self, data_source, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return self.size
-
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 500_009)  # (apart from the drawn epoch's seeds)
-        return iter(torch.randperm(self.size, generator=gen).tolist())
+        return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
 
 
 def _unit(salt: str, rel: str) -> float:
@@ -239,7 +239,7 @@ class ImageDataModule(L.LightningDataModule):
         dataset = self.dataset(part, train=train)
         sampler, gen = None, None
         if train and part == "train":
-            sampler = self.drawn_epoch(dataset) or EpochShuffle(len(dataset), self.seed)
+            sampler = self.drawn_epoch(dataset) or EpochShuffle(dataset, self.seed)
             # a generator of its own for the workers' base seed: without one, each iteration of the
             # loader draws it from torch's global generator, and a resumed run iterates at other moments
             epoch = self.trainer.current_epoch if self.trainer is not None else 0

@@ -11,10 +11,12 @@ Strategies:
 
 from __future__ import annotations
 
+import random
 import time
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import BaseFinetuning, Callback
@@ -359,9 +361,12 @@ class EpochSeed(Callback):
         self.seed = seed
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from lightning.fabric.utilities.seed import seed_everything
-
-        seed_everything((self.seed * 1_000_003 + trainer.current_epoch) % 2**32, workers=True, verbose=False)
+        # not Lightning's seed_everything: it also sets PL_GLOBAL_SEED, the seed of the
+        # DistributedSampler that Lightning makes when it (re)builds a loader on several GPUs
+        seed = (self.seed * 1_000_003 + trainer.current_epoch) % 2**32
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
 
 
 class EpochHistory(Callback):

@@ -112,3 +112,27 @@ def test_a_drawn_epoch_gives_the_labelled_images_their_share_in_whole_rounds(tmp
     assert ImageDataModule(target, CLASSES, 32, Preprocess()).drawn_epoch(plain) is None
     with pytest.raises(UsageError, match="labelled share 1.0: must be in"):
         ImageDataModule(target, CLASSES, 32, Preprocess(), labelled_share=1.0)
+
+
+def test_the_training_order_depends_on_the_seed_and_epoch_alone_and_lightning_shuffles_it_across_gpus(tiny_images: Path) -> None:
+    """Each epoch's order is a function of (seed, epoch), whatever was drawn before; and Lightning
+    takes the loader for a shuffled one, so that on several GPUs it gives it a DistributedSampler
+    that shuffles by epoch (a sampler it did not recognise would get a wrapper that never reshuffles)."""
+    from lightning.pytorch.trainer.connectors.data_connector import _get_distributed_sampler
+    from lightning.pytorch.utilities.data import _is_dataloader_shuffled
+    from torch.utils.data import DistributedSampler
+
+    def loader(seed: int):
+        return ImageDataModule(tiny_images, CLASSES, 32, Preprocess(), batch_size=4, seed=seed).train_dataloader()
+
+    def order(train, epoch: int) -> list[int]:
+        train.sampler.set_epoch(epoch)
+        return list(train.sampler)
+
+    first, again = loader(3), loader(3)
+    torch.rand(7)  # the global generator moved: the order does not
+    assert order(first, 2) == order(again, 2) and sorted(order(first, 2)) == list(range(len(first.dataset)))
+    assert order(first, 1) != order(first, 2) and order(loader(4), 2) != order(first, 2)
+    assert _is_dataloader_shuffled(first)
+    across = _get_distributed_sampler(first, shuffle=True, overfit_batches=0, num_replicas=2, rank=0)
+    assert type(across) is DistributedSampler and across.shuffle

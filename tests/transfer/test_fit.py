@@ -87,6 +87,7 @@ def test_a_killed_and_retried_fit_ends_with_the_weights_of_one_never_stopped(rec
     untimed = [[{k: v for k, v in row.items() if k != "seconds"} for row in r.history] for r in (whole, retried)]
     assert untimed[0] == untimed[1] and [row["epoch"] for row in untimed[0] if row["epoch"] == int(row["epoch"])] == [1, 2, 3, 4]
     assert retried.calibration == whole.calibration  # the same pseudo-labels, relabelled after each epoch
+    assert os.environ["PL_GLOBAL_SEED"] == "0"  # the run's seed: the epochs' seeds do not leak into DDP's samplers
 
 
 def test_the_entry_point_runs_a_job_in_its_own_process_and_is_safe_to_run_again(tiny_images: Path, tmp_path: Path) -> None:
