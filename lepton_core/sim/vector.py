@@ -283,24 +283,28 @@ class VectorCloudMigrationEnv(VectorEnv):
     # -- state, for a training checkpoint -------------------------------------------------------
     _CONSTANT = frozenset({"_rows", "_ones", "_slots"})  # arrays the constructor fixes; ``_sc_cols`` are views of ep["sc"]
 
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays ``get_state`` copies, by name (the live ones)."""
+        arrays = {}
+        for name, value in vars(self).items():
+            if isinstance(value, np.ndarray) and name not in self._CONSTANT:
+                arrays[name] = value
+            elif name in ("ep", "bank"):
+                arrays.update({f"{name}.{block}": array for block, array in value.items()})
+        return arrays
+
     def get_state(self) -> dict[str, np.ndarray]:
         """Everything that decides what the copies do next, as named arrays (copies): the running
         episodes, the bank of next ones, the scenario-key generators and the bandwidth table. A
         training checkpoint keeps it, so that a run resumed from it steps exactly as the run that
         saved it would have gone on (``set_state``)."""
-        state = {}
-        for name, value in vars(self).items():
-            if isinstance(value, np.ndarray) and name not in self._CONSTANT:
-                state[name] = value.copy()
-            elif name in ("ep", "bank"):
-                state.update({f"{name}.{block}": array.copy() for block, array in value.items()})
-        return state
+        return {name: array.copy() for name, array in self._state_arrays().items()}
 
     def set_state(self, state: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Put back what ``get_state`` returned (of an env of the same shape: ValueError naming the
         first array that differs otherwise); returns the observation and info of that moment, as
         ``reset`` does."""
-        mine = self.get_state()
+        mine = self._state_arrays()
         if mine.keys() != state.keys():
             missing, extra = sorted(mine.keys() - state.keys()), sorted(state.keys() - mine.keys())
             raise ValueError(f"simulator state: {'missing ' + ', '.join(missing) if missing else ''}"
@@ -311,10 +315,9 @@ class VectorCloudMigrationEnv(VectorEnv):
                 raise ValueError(f"simulator state: {name} is {array.dtype}{list(array.shape)}; this env's is "
                                  f"{mine[name].dtype}{list(mine[name].shape)} (another number of copies or workloads)")
         for name, array in state.items():
-            block, _, key = name.partition(".")
-            if key:  # in place: ``_sc_cols`` are views of ep["sc"]
-                getattr(self, block)[key][...] = array
-            else:
+            if "." in name:  # in place: ``_sc_cols`` are views of ep["sc"]
+                mine[name][...] = array
+            else:  # a new array: the last step's info may hold the old one (the action mask)
                 setattr(self, name, np.array(array))
         return self._observation(), self._info()
 

@@ -35,6 +35,16 @@ class Item:
     label: int
 
 
+# the streams a training epoch draws from, each seeded by ``epoch_seed``: apart from one another
+DRAW, SHUFFLE, LOADER = 0, 500_009, 1_000_033
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = DRAW) -> int:
+    """The seed of one random stream of one training epoch: a function of the run's seed and the
+    epoch alone, so a resumed run draws epoch k as the run never stopped did."""
+    return seed * 1_000_003 + epoch + stream
+
+
 class EpochShuffle(torch.utils.data.RandomSampler):
     """Every index once, in an order that depends on the seed and the epoch alone (Lightning calls
     ``set_epoch`` before each epoch, as for ``DistributedSampler``): a run resumed at epoch k shuffles
@@ -50,7 +60,7 @@ class EpochShuffle(torch.utils.data.RandomSampler):
         self.epoch = epoch
 
     def __iter__(self):
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 500_009)  # (apart from the drawn epoch's seeds)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch, SHUFFLE))
         return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
 
 
@@ -243,7 +253,7 @@ class ImageDataModule(L.LightningDataModule):
             # a generator of its own for the workers' base seed: without one, each iteration of the
             # loader draws it from torch's global generator, and a resumed run iterates at other moments
             epoch = self.trainer.current_epoch if self.trainer is not None else 0
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch + 1_000_033)
+            gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch, LOADER))
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=gen,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
@@ -261,7 +271,7 @@ class ImageDataModule(L.LightningDataModule):
         per_round = self.round_steps * self.batch_size
         draws = per_round * max(1, round(total / per_round))
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        gen = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         return torch.utils.data.WeightedRandomSampler(weights, draws, replacement=True, generator=gen)
 
     def train_dataloader(self) -> DataLoader:

@@ -363,7 +363,9 @@ class EpochSeed(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # not Lightning's seed_everything: it also sets PL_GLOBAL_SEED, the seed of the
         # DistributedSampler that Lightning makes when it (re)builds a loader on several GPUs
-        seed = (self.seed * 1_000_003 + trainer.current_epoch) % 2**32
+        from lepton_core.transfer.data import epoch_seed
+
+        seed = epoch_seed(self.seed, trainer.current_epoch) % 2**32
         torch.manual_seed(seed)
         np.random.seed(seed)
         random.seed(seed)
