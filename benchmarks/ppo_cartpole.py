@@ -8,7 +8,9 @@ last 20 episodes, then their mean and spread (CleanRL reports 490 +/- 6).
 (b) Speed: the same settings at 64 envs x 128 steps, ``--speed-steps`` steps each, lepton (through
 gymnasium's numpy vector env, whose NEXT_STEP autoreset it handles) and SB3's PPO (its DummyVecEnv), in the same
 run, one after the other, both on the CPU with ``torch.set_num_threads(--threads)``. Steps per
-second over the whole run (rollouts and updates), once torch's one-time imports are done for both.
+second over the whole run (rollouts and updates), once torch's one-time imports are done for both,
+and both with the allocator setting lepton's training makes (``reuse_freed_memory``: large blocks
+reused, not mapped afresh), set before either runs.
 
 Run: .venv/bin/python benchmarks/ppo_cartpole.py [--seeds 3] [--steps 500000] [--speed-steps 200000]
 (SB3 comes with the bench extra: pip install -e '.[bench]'.) The last line printed is one JSON object.
@@ -27,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from lepton_core.hardware import reuse_freed_memory
 from lepton_core.planner.policy import MlpAgent
 from lepton_core.planner.ppo import PPOConfig, train
 
@@ -68,6 +71,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    reuse_freed_memory()  # lepton's train sets it; set here, SB3 runs with it too (one process, one allocator)
     # torch's first optimizer imports torch._dynamo (about 1.5 s here): SB3 makes its optimizer
     # before its clock starts, so make one before lepton's does too and time training alone
     torch.optim.Adam(MlpAgent(4, 2).parameters(), fused=True)

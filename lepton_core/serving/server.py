@@ -66,10 +66,12 @@ class ClassifierAPI(ls.LitAPI):
         self.checkpoint, self.config = checkpoint, config
 
     def setup(self, device: str) -> None:
+        from lepton_core.hardware import reuse_freed_memory
         from lepton_core.serving.runtime import build_runner
         from lepton_core.transfer.checkpoint import load_network
 
         t0 = time.perf_counter()
+        reuse_freed_memory()  # a batch's activations (25 MB for 8 images at 224) without fresh pages each request
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         net, meta = load_network(self.checkpoint)

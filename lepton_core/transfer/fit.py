@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lepton_core.errors import LeptonError
 from lepton_core.fsutil import atomic_write_text
-from lepton_core.hardware import cpu_native_bf16
+from lepton_core.hardware import cpu_native_bf16, reuse_freed_memory
 
 Init = Literal["onprem", "imagenet", "none"]
 Precision = Literal["auto", "32-true", "bf16-mixed", "16-mixed"]
@@ -174,6 +174,7 @@ def run_fit(job: FitJob) -> FitResult:
 
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
+    reuse_freed_memory()  # each step's activations reuse the last step's memory instead of fresh pages
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)  # tips and banners
     L.seed_everything(job.seed, workers=True, verbose=False)
     # validation after every round of a drawn epoch (whose last round ends the epoch), else once an epoch
