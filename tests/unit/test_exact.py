@@ -137,7 +137,7 @@ def test_the_cost_lower_bound_is_below_every_plan_that_moves_everything_and_exac
     from dataclasses import replace
 
     from lepton_core.sim.env import CloudMigrationEnv
-    from lepton_core.sim.plan import cost_lower_bound, run_episode
+    from lepton_core.sim.plan import cost_lower_bound, lp_lower_bound, run_episode, schedule_lower_bound
 
     hand = hand_scenario()
     assert 0 < cost_lower_bound(hand) <= 343.40  # the cheapest plan of the hand scenario (the test above)
@@ -145,12 +145,14 @@ def test_the_cost_lower_bound_is_below_every_plan_that_moves_everything_and_exac
         s = generate(np.random.default_rng(seed), n)
         assert cost_lower_bound(s) <= min(yardstick(s, m).outcome.total_cost for m in HEURISTICS)
     # plans at random (random valid starts, random waits, any type that fits) on short horizons, where
-    # the link and the one-start-an-hour rule bind: every one that moves everything costs no less
+    # the link and the one-start-an-hour rule bind: every one that moves everything costs no less than
+    # either bound
     rng = np.random.default_rng(7)
     finished = 0
     for _ in range(60):
         s = generate(rng, int(rng.integers(1, 9)), horizon=int(rng.choice([24, 48, 96])))
-        floor = cost_lower_bound(s)
+        floor = max(schedule_lower_bound(s), lp_lower_bound(s))
+        assert floor == cost_lower_bound(s)
         env = CloudMigrationEnv(s, max_workloads=s.n, strict=True)
         for _ in range(8):
             env.reset(seed=s.seed)
@@ -176,3 +178,17 @@ def test_the_cost_lower_bound_is_below_every_plan_that_moves_everything_and_exac
     assert latest.finish_hour == 48
     assert cost_lower_bound(stay) == pytest.approx(0.05 * 48 + 0.10 * 1) == pytest.approx(latest.total_cost)
     assert replay(stay, ()).total_cost < cost_lower_bound(stay)
+
+
+def test_the_linear_program_adds_the_calls_across_the_link_to_what_the_schedule_bound_counts() -> None:
+    from dataclasses import replace
+
+    from lepton_core.sim.plan import lp_lower_bound, schedule_lower_bound
+
+    for seed in (4, 5):
+        s = generate(np.random.default_rng(seed), 50)
+        alone = replace(s, depends=np.zeros_like(s.depends))  # nobody calls anybody
+        # without calls across the link the two relaxations come to the same figure ...
+        assert lp_lower_bound(alone) == pytest.approx(schedule_lower_bound(alone), rel=1e-3)
+        # ... with them, the program charges for them, and stays under every heuristic's plan
+        assert schedule_lower_bound(s) + 50.0 < lp_lower_bound(s) <= min(yardstick(s, m).outcome.total_cost for m in HEURISTICS)
