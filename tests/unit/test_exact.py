@@ -183,7 +183,7 @@ def test_the_cost_lower_bound_is_below_every_plan_that_moves_everything_and_exac
 def test_the_linear_program_adds_the_calls_across_the_link_to_what_the_schedule_bound_counts() -> None:
     from dataclasses import replace
 
-    from lepton_core.sim.plan import lp_lower_bound, schedule_lower_bound
+    from lepton_core.sim.plan import LP_MAX_CELLS, lp_lower_bound, schedule_lower_bound
 
     for seed in (4, 5):
         s = generate(np.random.default_rng(seed), 50)
@@ -192,3 +192,9 @@ def test_the_linear_program_adds_the_calls_across_the_link_to_what_the_schedule_
         assert lp_lower_bound(alone) == pytest.approx(schedule_lower_bound(alone), rel=1e-3)
         # ... with them, the program charges for them, and stays under every heuristic's plan
         assert schedule_lower_bound(s) + 50.0 < lp_lower_bound(s) <= min(yardstick(s, m).outcome.total_cost for m in HEURISTICS)
+    # where the program is not solved, the schedule bound stands in: a scenario larger than
+    # LP_MAX_CELLS, and one no plan can finish (8 workloads, one start an hour, a 6-hour horizon)
+    big = generate(np.random.default_rng(6), 130)
+    assert big.n * (big.horizon + 1) > LP_MAX_CELLS and lp_lower_bound(big) == schedule_lower_bound(big)
+    short = generate(np.random.default_rng(7), 8, horizon=6)
+    assert lp_lower_bound(short) == schedule_lower_bound(short)
