@@ -229,14 +229,18 @@ def cost_lower_bound(scenario: Scenario) -> float:
 LP_MAX_CELLS = 128 * (14 * 24 + 1)
 
 
+def _capacity(s: Scenario) -> np.ndarray:
+    """(horizon,) GB the link moves in each hour."""
+    return np.array([s.link_gb_per_hour(t) for t in range(s.horizon)])
+
+
 def _port_floor(s: Scenario) -> float:
     """The link's port: a transfer hour moves at most that hour's capacity, so the port is paid for
     at least as many hours as the link's best hours take to carry all the data."""
     total = float(np.maximum(s.data_gb.astype(float), 0.0).sum())
     if total <= 0:
         return 0.0
-    capacity = np.array([s.link_gb_per_hour(t) for t in range(s.horizon)])
-    busiest = np.cumsum(np.sort(capacity)[::-1])
+    busiest = np.cumsum(np.sort(_capacity(s))[::-1])
     return s.link_price * min(int(np.searchsorted(busiest, total * (1 - 1e-12))) + 1, s.horizon)
 
 
@@ -282,7 +286,7 @@ def lp_lower_bound(scenario: Scenario) -> float:
     # the data and downtime charges; each hour in the cloud then adds price - on-prem
     constant = fixed_cost(s, price) + float(((s.onprem_cost - price) * (H - h)).sum()) + _port_floor(s)
     data = np.maximum(s.data_gb.astype(float), 0.0)
-    carried = np.concatenate([[0.0], np.cumsum([s.link_gb_per_hour(t) for t in range(H)])])  # by the start of each hour
+    carried = np.concatenate([[0.0], np.cumsum(_capacity(s))])  # by the start of each hour
     callers, callees = np.nonzero(s.depends)
     paying = np.unique(callers)  # a z row per workload that calls another, per hour
     slot = np.full(n, -1)
@@ -356,7 +360,7 @@ def schedule_lower_bound(scenario: Scenario) -> float:
     constant = fixed_cost(s, price)
     data = np.maximum(s.data_gb.astype(float), 0.0)
     total = float(data.sum())
-    capacity = np.array([s.link_gb_per_hour(t) for t in range(H)])
+    capacity = _capacity(s)
     port = _port_floor(s)
     w = s.onprem_cost - price
     late = float((w[w < 0] * (H - h)).sum())  # cutting over as late as a finished plan can
