@@ -8,13 +8,16 @@
    (``policy.pt``: the one that planned the 16 validation systems best); ``selected_step`` and
    ``validation_saving`` say which and how well.
 2. Small held-out scenarios (``--small`` of them, 4-8 workloads): the policy's plan (greedy and
-   best of ``--samples`` sampled rollouts) against the exact planner's proved optimum; the gap is
+   best of ``--samples`` sampled rollouts, then the one-step lookahead with ``--lookahead`` other
+   actions an hour, as ``lepton plan`` plans; 0: none) against the exact planner's proved optimum; the gap is
    (ppo - exact) / exact. Also, on the systems whose optimum was proved, how far it is under the
    best heuristic (1 - exact / best heuristic): the most any planner could save over the
    heuristics on those systems; and how far ``cost_lower_bound`` is under the proved optimum
    (how tight the bound that step 3 quotes is).
 3. Large held-out scenarios (``--large`` of them, ``--large-size`` workloads): the policy's plan
    against the cheapest of lift-shift, waves and greedy; the saving is 1 - ppo / best heuristic.
+   ``mean_saving_without_lookahead`` is the same of the best sampled rollout alone, and
+   ``plan_seconds`` the median seconds of a plan there (sampling and lookahead).
    For scale, ``cost_lower_bound`` (a relaxation no plan that moves every workload goes below)
    says how far under the best heuristic any plan could at most be; with
    ``--large-exact-seconds S`` the exact planner also plans each of them in S seconds, seeded with the best heuristic's plan (at 50 workloads it
@@ -45,7 +48,8 @@ import time
 import numpy as np
 import torch
 
-from lepton_core.planner.planner import PLAN_SAMPLES, load_policy, planner_config, policy_plan, train_planner
+from lepton_core.planner.planner import (LOOKAHEAD_ALTERNATIVES, PLAN_SAMPLES, load_policy, planner_config, policy_plan,
+                                         train_planner)
 from lepton_core.planner.policy import DEFAULT_HIDDEN
 from lepton_core.sim.exact import solve
 from lepton_core.sim.plan import best_heuristic, cost_lower_bound
@@ -63,6 +67,8 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=20)
     parser.add_argument("--large-size", type=int, default=50)
     parser.add_argument("--samples", type=int, default=PLAN_SAMPLES, help="sampled rollouts per plan (the planner's default)")
+    parser.add_argument("--lookahead", type=int, default=LOOKAHEAD_ALTERNATIVES,
+                        help="other actions an hour the one-step lookahead tries (the planner's default; 0: none)")
     parser.add_argument("--exact-seconds", type=float, default=60.0)
     parser.add_argument("--large-exact-seconds", type=float, default=0.0,
                         help="also run the exact planner this long on each large scenario (0: not run)")
@@ -90,7 +96,7 @@ def main() -> None:
         s = generate(np.random.default_rng(HELD_OUT + i), 4 + i % 5)
         best = best_heuristic(s)
         exact = solve(s, time_limit_s=args.exact_seconds, hint=best)
-        ppo = policy_plan(agent, s, samples=args.samples)
+        ppo = policy_plan(agent, s, samples=args.samples, lookahead=args.lookahead)
         gaps.append((ppo.outcome.total_cost - exact.plan.outcome.total_cost) / exact.plan.outcome.total_cost)
         if exact.optimal:
             optimum_below.append(1 - exact.plan.outcome.total_cost / best.outcome.total_cost)
@@ -98,12 +104,16 @@ def main() -> None:
         print(f"small {i:2d} ({s.n} workloads): ppo ${ppo.outcome.total_cost:,.2f}, exact ${exact.plan.outcome.total_cost:,.2f}"
               f"{'' if exact.optimal else ' (not proved)'}, gap {gaps[-1]:+.2%}; best heuristic ({best.method}) "
               f"${best.outcome.total_cost:,.2f}, the exact plan {1 - exact.plan.outcome.total_cost / best.outcome.total_cost:.2%} under it")
-    savings, headroom, exact_savings = [], [], []
+    savings, sampled_savings, plan_seconds, headroom, exact_savings = [], [], [], [], []
     for i in range(args.large):
         s = generate(np.random.default_rng(HELD_OUT + 10_000 + i), args.large_size)
         best = best_heuristic(s)
-        ppo = policy_plan(agent, s, samples=args.samples)
+        sampled = policy_plan(agent, s, samples=args.samples, lookahead=0)
+        t0 = time.perf_counter()
+        ppo = policy_plan(agent, s, samples=args.samples, lookahead=args.lookahead)
+        plan_seconds.append(time.perf_counter() - t0)
         savings.append(1 - ppo.outcome.total_cost / best.outcome.total_cost)
+        sampled_savings.append(1 - sampled.outcome.total_cost / best.outcome.total_cost)
         floor = cost_lower_bound(s)
         headroom.append(1 - floor / best.outcome.total_cost)
         exact_note = ""
@@ -111,7 +121,8 @@ def main() -> None:
             found = solve(s, time_limit_s=args.large_exact_seconds, hint=best)
             exact_savings.append(1 - found.plan.outcome.total_cost / best.outcome.total_cost)
             exact_note = f"; exact planner in {args.large_exact_seconds:g} s ${found.plan.outcome.total_cost:,.2f} ({exact_savings[-1]:+.2%})"
-        print(f"large {i:2d} ({s.n} workloads): ppo ${ppo.outcome.total_cost:,.2f}, best heuristic ({best.method}) "
+        print(f"large {i:2d} ({s.n} workloads): ppo ${ppo.outcome.total_cost:,.2f} in {plan_seconds[-1]:.1f} s "
+              f"(sampled rollouts alone ${sampled.outcome.total_cost:,.2f}), best heuristic ({best.method}) "
               f"${best.outcome.total_cost:,.2f}, saving {savings[-1]:+.2%}; no plan below ${floor:,.2f} "
               f"({headroom[-1]:.1%} under the best heuristic){exact_note}")
     out = {"mean_gap_to_optimal": round(statistics.mean(gaps), 4) if gaps else None,
@@ -119,6 +130,8 @@ def main() -> None:
            "small_proved": len(optimum_below),
            "small_lower_bound_below_optimum": round(statistics.mean(floor_below), 4) if floor_below else None,
            "mean_saving_vs_best_heuristic": round(statistics.mean(savings), 4) if savings else None,
+           "mean_saving_without_lookahead": round(statistics.mean(sampled_savings), 4) if sampled_savings else None,
+           "plan_seconds": round(statistics.median(plan_seconds), 2) if plan_seconds else None, "lookahead": args.lookahead,
            "mean_lower_bound_below_best_heuristic": round(statistics.mean(headroom), 4) if headroom else None,
            "mean_exact_saving_vs_best_heuristic": round(statistics.mean(exact_savings), 4) if exact_savings else None,
            "large_exact_seconds": args.large_exact_seconds or None,
