@@ -46,6 +46,7 @@ PLAN_SAMPLES = 64
 # walks) it took the saving over the best heuristic from 2.5% to 4.6% in about 5 s a system on 2
 # cores (3 alternatives: 4.0% in 3.4 s; 12: 4.6% in 7 s; benchmarks/RESULTS.md, 2026-12-03).
 LOOKAHEAD_ALTERNATIVES = 8
+LOOKAHEAD_STARTS = 4
 LOOKAHEAD_PASSES = 3
 LOOKAHEAD_BUDGET = 50_000
 # what the planner trains with unless told otherwise: 64 simulators x 128 hours per rollout
@@ -236,30 +237,43 @@ def policy_applies(agent: MigrationAgent, scenario: Scenario) -> bool:
 
 
 def policy_plan(agent: MigrationAgent, scenario: Scenario, samples: int = PLAN_SAMPLES, seed: int = 0,
-                lookahead: int = LOOKAHEAD_ALTERNATIVES) -> Plan:
+                lookahead: int = LOOKAHEAD_ALTERNATIVES, starts: int = LOOKAHEAD_STARTS) -> Plan:
     """The policy's plan: its greedy rollout and ``samples`` sampled ones (all side by side in the
-    vector simulator, ``policy_rollouts``); the best by ``plan_rank`` wins (one that moves
-    everything before one that does not, then the cheapest; the earliest rollout on a tie). With
-    ``lookahead`` > 0, ``improve_by_lookahead`` then tries that many other actions at each hour of
-    it. The outcome is replayed in the scalar simulator. UsageError when the scenario is larger
-    than the policy was built for."""
+    vector simulator, ``policy_rollouts``), ranked by ``plan_rank`` (one that moves everything
+    before one that does not, then the cheapest; the earlier rollout on a tie). With ``lookahead``
+    > 0, the ``starts`` best distinct ones are each improved by ``improve_by_lookahead`` (that many
+    other actions tried at each hour), and the best result wins (the better-ranked start's on a
+    tie); with 0, the best rollout. The outcome is replayed in the scalar simulator. UsageError
+    when the scenario is larger than the policy was built for."""
     rollouts = policy_rollouts(agent, scenario, samples, seed)
-    best = min(range(len(rollouts)), key=lambda i: plan_rank(rollouts[i]))  # (the first of equals)
-    which = "greedy" if best == 0 else f"sample {best}"
-    steps, notes = rollouts[best].steps, [f"best of the greedy rollout and {samples} samples: {which}"]
+    order = sorted(range(len(rollouts)), key=lambda i: plan_rank(rollouts[i]))  # (stable: the earlier of equals first)
+    best = order[0]
+    steps, notes = rollouts[best].steps, [f"best of the greedy rollout and {samples} samples: {_rollout_name(best)}"]
     if lookahead > 0:
-        start = rollouts[best]
-        hours = start.finish_hour if start.finish_hour is not None else scenario.horizon  # every hour it played
-        walk = improve_by_lookahead(agent, scenario, _actions(scenario, start.steps, hours), lookahead)
-        steps = _steps(scenario, walk.actions)
-        saved = start.total_cost - walk.total_cost
-        found = (f"{walk.changes} change{'s' if walk.changes != 1 else ''}, ${saved:,.2f} ({saved / start.total_cost:.2%}) cheaper"
-                 if walk.changes else "no cheaper plan")
+        firsts: list[int] = []  # the best-ranked rollout of each distinct plan, best first
+        for i in order:
+            if len(firsts) < starts and all(rollouts[i].steps != rollouts[j].steps for j in firsts):
+                firsts.append(i)
+        walks = improve_by_lookahead(agent, scenario, [_actions(scenario, rollouts[i].steps, rollouts[i].hours(scenario))
+                                                       for i in firsts], lookahead)
+        won = min(range(len(walks)), key=lambda w: walks[w].rank)
+        walk = walks[won]
+        saved = rollouts[best].total_cost - walk.total_cost
+        if walk.rank < plan_rank(rollouts[best]):
+            steps = _steps(scenario, walk.actions)
+            found = (f"the one from {_rollout_name(firsts[won])} (start {won + 1}), {walk.changes} change"
+                     f"{'s' if walk.changes != 1 else ''}, ${saved:,.2f} ({saved / rollouts[best].total_cost:.2%}) cheaper")
+        else:
+            found = "no cheaper plan"
         spent = (f"; stopped in pass {walk.passes}: its budget of {LOOKAHEAD_BUDGET:,} simulated hours was spent"
                  if walk.out_of_budget else "")
-        notes.append(f"then a one-step lookahead ({lookahead} other actions an hour, {walk.passes} "
-                     f"pass{'es' if walk.passes != 1 else ''}): {found}{spent}")
+        notes.append(f"then a one-step lookahead from the {len(firsts)} best distinct rollout{'s' if len(firsts) != 1 else ''} "
+                     f"({lookahead} other actions an hour, {max(w.passes for w in walks)} passes at most): {found}{spent}")
     return Plan("ppo", steps, replay(scenario, steps), notes=tuple(notes))
+
+
+def _rollout_name(i: int) -> str:
+    return "greedy" if i == 0 else f"sample {i}"
 
 
 @dataclass
@@ -280,40 +294,50 @@ class Walk:
         return plan_rank(self)
 
 
-def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, actions: list[int],
+def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list[list[int]],
                          alternatives: int = LOOKAHEAD_ALTERNATIVES, passes: int = LOOKAHEAD_PASSES,
-                         budget: int = LOOKAHEAD_BUDGET) -> Walk:
-    """The episode that ``actions`` (one an hour, from hour 0) play, improved by one-step lookahead:
-    at each hour, each of the policy's ``alternatives`` likeliest other valid actions is followed by
-    the greedy policy to the episode's end, side by side; the best of those endings replaces the
-    rest of the episode when it ranks before it (``plan_rank``: finished first, then cheaper by more
-    than a cent's ten-thousandth). Up to ``passes`` walks over the episode, stopping after one that
-    changed nothing, or where the hours simulated (an hour of one of the side-by-side runs counts
-    one) would pass ``budget``. Deterministic: the same plan for the same policy and scenario."""
+                         budget: int = LOOKAHEAD_BUDGET) -> list[Walk]:
+    """The episodes that ``starts`` play (each a list of actions, one an hour from hour 0), each
+    improved by one-step lookahead: at each hour, each of the policy's ``alternatives`` likeliest
+    other valid actions is followed by the greedy policy to the episode's end; the best of those
+    endings replaces the rest of the episode when it ranks before it (``plan_rank``: finished
+    first, then cheaper by more than a cent's ten-thousandth). The episodes are walked in step and
+    every ending of an hour, of every episode, runs side by side in one vector simulator. Up to
+    ``passes`` walks over each episode, stopping after one that changed nothing, or where the
+    hours simulated (an hour of the side-by-side runs counts one) would pass ``budget``.
+    Deterministic: the same plans for the same policy, scenario and starts."""
     keep = alternatives + 1
     envs: dict[int, object] = {}
-    walk = _play(agent, envs, scenario, [actions], watch_from=0, keep=keep)[0]
-    spent = len(walk.actions)
+    walks = _play(agent, envs, scenario, starts, watch_from=0, keep=keep)
+    spent = max(len(w.actions) for w in walks)
+    active = list(range(len(walks)))
     for _ in range(passes):
-        walk.passes += 1
-        changed, hour = False, 0
-        while hour < len(walk.actions):
-            others = [a for a in walk.choices[hour] if a != walk.actions[hour]][:alternatives]
-            if others and spent + len(walk.actions) > budget:  # (an ending runs about as long as the plan)
-                walk.out_of_budget = True
-                return walk
-            if others:
-                tried = _play(agent, envs, scenario, [walk.actions[:hour] + [a] for a in others], watch_from=hour + 1, keep=keep)
+        for i in active:
+            walks[i].passes += 1
+        changed, hour = set(), 0
+        while hour < max(len(walks[i].actions) for i in active):
+            asks = [(i, a) for i in active if hour < len(walks[i].actions)
+                    for a in [a for a in walks[i].choices[hour] if a != walks[i].actions[hour]][:alternatives]]
+            if asks and spent + max(len(walks[i].actions) for i, _ in asks) > budget:  # (an ending runs about as long)
+                for i in active:
+                    walks[i].out_of_budget = True
+                return walks
+            if asks:
+                tried = _play(agent, envs, scenario, [walks[i].actions[:hour] + [a] for i, a in asks], watch_from=hour + 1, keep=keep)
                 spent += max(len(w.actions) for w in tried)
-                best = min(tried, key=lambda w: w.rank)  # (the likeliest of equals)
-                if best.rank[0] < walk.rank[0] or best.rank[0] == walk.rank[0] and best.total_cost < walk.total_cost - 1e-4:
-                    best.choices[:hour + 1] = walk.choices[:hour + 1]  # the same states up to this hour
-                    best.changes, best.passes = walk.changes + 1, walk.passes
-                    walk, changed = best, True
+                for i in dict.fromkeys(i for i, _ in asks):
+                    walk = walks[i]
+                    best = min((w for (j, _), w in zip(asks, tried, strict=True) if j == i), key=lambda w: w.rank)  # (the likeliest of equals)
+                    if best.rank[0] < walk.rank[0] or best.rank[0] == walk.rank[0] and best.total_cost < walk.total_cost - 1e-4:
+                        best.choices[:hour + 1] = walk.choices[:hour + 1]  # the same states up to this hour
+                        best.changes, best.passes = walk.changes + 1, walk.passes
+                        walks[i] = best
+                        changed.add(i)
             hour += 1
-        if not changed:
+        active = [i for i in active if i in changed]
+        if not active:
             break
-    return walk
+    return walks
 
 
 def _play(agent: MigrationAgent, envs: dict[int, object], scenario: Scenario, prefixes: list[list[int]],
@@ -343,8 +367,9 @@ def _play(agent: MigrationAgent, envs: dict[int, object], scenario: Scenario, pr
             with torch.no_grad():
                 probs = MaskedCategorical(agent.logits(x).cpu(), torch.as_tensor(info["action_mask"][rows], dtype=torch.bool)).probs
                 top_p, top = probs.topk(min(keep, probs.shape[1]), dim=1)
+            top, valid = top.tolist(), (top_p > 0).tolist()  # (lists: a tensor's elements one by one cost microseconds each)
             for r, j in enumerate(rows):
-                choices[j].append([int(a) for a, p in zip(top[r], top_p[r], strict=True) if p > 0])
+                choices[j].append([a for a, ok in zip(top[r], valid[r], strict=True) if ok])
                 actions[j] = prefixes[j][hour] if hour < len(prefixes[j]) else choices[j][-1][0]
         else:
             for j in rows:
@@ -380,6 +405,10 @@ class Rollout:
     steps: tuple[PlanStep, ...]
     total_cost: float
     finish_hour: int | None  # None: the horizon ran out first
+
+    def hours(self, scenario: Scenario) -> int:
+        """The hours it played: to its finish, or the whole horizon."""
+        return self.finish_hour if self.finish_hour is not None else scenario.horizon
 
 
 def policy_rollouts(agent: MigrationAgent, scenario: Scenario, samples: int, seed: int = 0) -> list[Rollout]:

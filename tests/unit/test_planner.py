@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from lepton_core.errors import UsageError
-from lepton_core.planner.planner import (LOOKAHEAD_ALTERNATIVES, PLAN_SAMPLES, find_policy, load_policy, planner_config,
-                                         policy_plan, train_planner)
+from lepton_core.planner.planner import (LOOKAHEAD_ALTERNATIVES, LOOKAHEAD_STARTS, PLAN_SAMPLES, find_policy, load_policy,
+                                         planner_config, policy_plan, train_planner)
 from lepton_core.sim.plan import compare, replay
 from lepton_core.sim.scenario import generate
 
@@ -256,12 +256,14 @@ def test_lookahead_never_plans_dearer_than_the_rollout_it_starts_from_and_often_
         assert plan_rank(plan.outcome) <= plan_rank(sampled.outcome)
         assert replay(s, plan).total_cost == pytest.approx(plan.outcome.total_cost)
         assert policy_plan(agent, s, samples=4, lookahead=3) == plan
-        start = min(policy_rollouts(agent, s, samples=4), key=plan_rank)
-        walk = improve_by_lookahead(agent, s, _actions(s, start.steps, start.finish_hour or s.horizon), alternatives=3)
+        starts = sorted(policy_rollouts(agent, s, samples=4), key=plan_rank)
+        starts = [r for k, r in enumerate(starts) if r.steps not in {q.steps for q in starts[:k]}][:LOOKAHEAD_STARTS]
+        walk = min(improve_by_lookahead(agent, s, [_actions(s, r.steps, r.hours(s)) for r in starts], alternatives=3), key=plan_rank)
         assert walk.total_cost == pytest.approx(plan.outcome.total_cost, rel=1e-9)  # the vector simulator's cost: the scalar one's
         if plan.outcome.total_cost < sampled.outcome.total_cost - 0.01:
             cheaper += 1
-            assert re.fullmatch(r"then a one-step lookahead \(3 other actions an hour, [23] passes\): \d+ changes?, \$[\d,.]+ "
+            assert re.fullmatch(rf"then a one-step lookahead from the {len(starts)} best distinct rollouts? \(3 other actions an hour, "
+                                r"[23] passes at most\): the one from (greedy|sample \d) \(start \d\), \d+ changes?, \$[\d,.]+ "
                                 r"\(\d+\.\d\d%\) cheaper", plan.notes[-1]), plan.notes[-1]
     assert cheaper >= 4
 
@@ -277,10 +279,10 @@ def test_lookahead_stops_where_its_budget_is_spent_with_the_best_plan_so_far() -
     s = generate(np.random.default_rng(101), 5, horizon=72)
     agent = MigrationAgent(8, s.k, hidden=16)
     start = min(policy_rollouts(agent, s, samples=4), key=plan_rank)
-    actions = _actions(s, start.steps, start.finish_hour or s.horizon)
-    whole = improve_by_lookahead(agent, s, actions, alternatives=3)
+    actions = _actions(s, start.steps, start.hours(s))
+    whole, = improve_by_lookahead(agent, s, [actions], alternatives=3)
     assert not whole.out_of_budget and whole.changes >= 2 and whole.total_cost < start.total_cost
-    walks = [improve_by_lookahead(agent, s, actions, alternatives=3, budget=b) for b in range(len(actions), 40 * len(actions), len(actions))]
+    walks = [improve_by_lookahead(agent, s, [actions], alternatives=3, budget=b)[0] for b in range(len(actions), 40 * len(actions), len(actions))]
     assert walks[0].out_of_budget and walks[0].changes == 0 and walks[0].actions == actions
     assert walks[-1].actions == whole.actions
     assert all(a.total_cost >= b.total_cost and a.changes <= b.changes for a, b in zip(walks, walks[1:]))
@@ -312,7 +314,8 @@ def test_cli_plans_with_a_trained_policy_and_says_when_there_is_none(demo_data, 
     assert re.fullmatch(r"plan \(ppo\): \d+ workloads", lines[0])  # the ones it moved (an untrained policy may wait)
     assert any(line.startswith("cost over 336 h: $") for line in lines)
     assert lines[-2].startswith(f"best of the greedy rollout and {PLAN_SAMPLES} samples")
-    assert lines[-1].startswith(f"then a one-step lookahead ({LOOKAHEAD_ALTERNATIVES} other actions an hour")
+    assert re.match(rf"then a one-step lookahead from the [1-{LOOKAHEAD_STARTS}] best distinct rollouts? \({LOOKAHEAD_ALTERNATIVES} other "
+                    r"actions an hour", lines[-1])
 
 
 def test_cli_train_planner_rejects_sizes_out_of_order_before_anything_starts(tmp_path, monkeypatch) -> None:
