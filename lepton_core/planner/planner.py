@@ -37,14 +37,15 @@ VALIDATION_SEED = 2_000_000_000
 # for a 50-service system on one core, and save 0.2 points more than 16 (benchmarks/RESULTS.md)
 PLAN_SAMPLES = 64
 # Then a one-step lookahead (the rollout algorithm of approximate dynamic programming, the greedy
-# policy its base): the best rollout is walked hour by hour; at each hour the policy's
-# LOOKAHEAD_ALTERNATIVES likeliest other actions are tried, each followed by the greedy policy to the
-# end, and the cheapest ending, when cheaper, becomes the rest of the plan; up to LOOKAHEAD_PASSES
-# walks, while one still finds something, and LOOKAHEAD_BUDGET simulated hours in all (a budget of
-# work, not of time, so a plan does not depend on the machine's speed). It never returns a dearer
-# plan than it started from. On the benchmark's 50-workload systems (about 50 hours an episode, two
-# walks) it took the saving over the best heuristic from 2.5% to 4.6% in about 5 s a system on 2
-# cores (3 alternatives: 4.0% in 3.4 s; 12: 4.6% in 7 s; benchmarks/RESULTS.md, 2026-12-03).
+# policy its base): the LOOKAHEAD_STARTS best distinct rollouts are walked hour by hour, in step; at
+# each hour the policy's LOOKAHEAD_ALTERNATIVES likeliest other actions are tried, each followed by
+# the greedy policy to the end, and the cheapest ending, when cheaper, becomes the rest of that plan;
+# up to LOOKAHEAD_PASSES walks, while one still finds something, and LOOKAHEAD_BUDGET simulated hours
+# in all (a budget of work, not of time, so a plan does not depend on the machine's speed). The plan
+# is never dearer than the best rollout. On the benchmark's 50-workload systems (about 50-70 hours
+# an episode, two walks) it took the saving over the best heuristic from 2.5% to 5.3%, in a median
+# 9 s a plan on 2 cores; other starts gain more than more alternatives (8 from 1 start: 4.6% in 5 s;
+# 8 from 8: 5.4% in twice the time; benchmarks/RESULTS.md, 2026-12-03).
 LOOKAHEAD_ALTERNATIVES = 8
 LOOKAHEAD_STARTS = 4
 LOOKAHEAD_PASSES = 3
