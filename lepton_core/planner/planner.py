@@ -422,12 +422,12 @@ def policy_rollouts(agent: MigrationAgent, scenario: Scenario, samples: int, see
     if scenario.n > agent.max_workloads or scenario.k != agent.n_types:
         raise UsageError(f"the trained planner takes up to {agent.max_workloads} workloads on {agent.n_types} instance types; "
                          f"this system has {scenario.n} on {scenario.k}")
-    copies, K = samples + 1, agent.n_types
+    copies = samples + 1
     env = VectorCloudMigrationEnv(copies, max_workloads=agent.max_workloads, min_workloads=1, horizon=max(scenario.horizon, 1))
     obs, info = env.reset(options={"scenarios": [scenario] * copies})
     generator = torch.Generator().manual_seed(seed)
     running = np.ones(copies, bool)
-    steps: list[list[PlanStep]] = [[] for _ in range(copies)]
+    played: list[list[int]] = [[] for _ in range(copies)]
     ends: list[tuple[float, int | None] | None] = [None] * copies
     hour = 0
     while running.any():
@@ -440,15 +440,14 @@ def policy_rollouts(agent: MigrationAgent, scenario: Scenario, samples: int, see
             chosen[0] = dist.probs[0].argmax()
         actions = np.zeros(copies, np.int64)  # copies that finished wait (their next episode is not looked at)
         actions[rows] = chosen.numpy()
-        for j in rows[actions[rows] > 0]:
-            i, k = divmod(int(actions[j]) - 1, K)
-            steps[j].append(PlanStep(scenario.names[i], scenario.instance_names[k], hour))
+        for j in rows:
+            played[j].append(int(actions[j]))
         obs, _, terminated, truncated, info = env.step(actions)
         hour += 1
         for j in rows[(terminated | truncated)[rows]]:
             ends[j] = (float(info["final_total_cost"][j]), hour if terminated[j] else None)
             running[j] = False
-    return [Rollout(tuple(st), cost, finish) for st, (cost, finish) in zip(steps, ends, strict=True)]
+    return [Rollout(_steps(scenario, a), cost, finish) for a, (cost, finish) in zip(played, ends, strict=True)]
 
 
 def learning_curve_png(csv_path: str | Path, path: str | Path) -> Path:
