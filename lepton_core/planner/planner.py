@@ -5,6 +5,7 @@ in the plan type every method shares."""
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,29 +304,33 @@ def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list
     other valid actions is followed by the greedy policy to the episode's end; the best of those
     endings replaces the rest of the episode when it ranks before it (``plan_rank``: finished
     first, then cheaper by more than a cent's ten-thousandth). The episodes are walked in step and
-    every ending of an hour, of every episode, runs side by side in one vector simulator. Up to
-    ``passes`` walks over each episode, stopping after one that changed nothing, or where the
-    hours simulated (an hour of the side-by-side runs counts one) would pass ``budget``.
+    every ending of an hour, of every episode, runs side by side in one vector simulator, each
+    from a copy of its episode's state at that hour (one simulator copy per episode walks them).
+    Up to ``passes`` walks over each episode, stopping after one that changed nothing, or where
+    the hours simulated (an hour of the side-by-side runs counts one) would pass ``budget``.
     Deterministic: the same plans for the same policy, scenario and starts."""
     keep = alternatives + 1
     envs: dict[int, object] = {}
-    walks = _play(agent, envs, scenario, starts, watch_from=0, keep=keep)
+    walks = _play(agent, envs, scenario, starts, keep=keep)
     spent = max(len(w.actions) for w in walks)
     active = list(range(len(walks)))
+    walker = _env(agent, scenario, len(walks))  # copy i: episode i at the hour being walked
     for _ in range(passes):
         for i in active:
             walks[i].passes += 1
         changed, hour = set(), 0
+        walker.reset(options={"scenarios": [scenario] * len(walks)})
         while hour < max(len(walks[i].actions) for i in active):
             asks = [(i, a) for i in active if hour < len(walks[i].actions)
                     for a in [a for a in walks[i].choices[hour] if a != walks[i].actions[hour]][:alternatives]]
-            if asks and spent + max(len(walks[i].actions) for i, _ in asks) > budget:  # (an ending runs about as long)
+            if asks and spent + max(len(walks[i].actions) - hour for i, _ in asks) > budget:  # (an ending runs about as long)
                 for i in active:
                     walks[i].out_of_budget = True
                 return walks
             if asks:
-                tried = _play(agent, envs, scenario, [walks[i].actions[:hour] + [a] for i, a in asks], watch_from=hour + 1, keep=keep)
-                spent += max(len(w.actions) for w in tried)
+                tried = _play(agent, envs, scenario, [walks[i].actions[:hour] + [a] for i, a in asks], keep=keep,
+                              branch=(walker, [i for i, _ in asks]))
+                spent += max(len(w.actions) for w in tried) - hour
                 for i in dict.fromkeys(i for i, _ in asks):
                     walk = walks[i]
                     best = min((w for (j, _), w in zip(asks, tried, strict=True) if j == i), key=lambda w: w.rank)  # (the likeliest of equals)
@@ -334,6 +339,8 @@ def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list
                         best.changes, best.passes = walk.changes + 1, walk.passes
                         walks[i] = best
                         changed.add(i)
+            # every walker copy takes its episode's action of this hour (a wait once its episode has ended)
+            walker.step(np.array([w.actions[hour] if hour < len(w.actions) else 0 for w in walks], np.int64))
             hour += 1
         active = [i for i in active if i in changed]
         if not active:
@@ -341,34 +348,48 @@ def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list
     return walks
 
 
-def _play(agent: MigrationAgent, envs: dict[int, object], scenario: Scenario, prefixes: list[list[int]],
-          watch_from: int, keep: int) -> list[Walk]:
-    """Each prefix (actions an hour from hour 0) played in a copy of ``scenario`` of its own, then
-    the greedy policy to the episode's end; from hour ``watch_from`` the policy looks at every
-    hour and its ``keep`` likeliest valid actions are kept (the copies are in step: before that
-    hour no forward pass is needed). ``envs`` keeps a simulator for each number of copies."""
+def _env(agent: MigrationAgent, scenario: Scenario, copies: int):
     from lepton_core.sim.vector import VectorCloudMigrationEnv
 
+    return VectorCloudMigrationEnv(copies, max_workloads=agent.max_workloads, min_workloads=1, horizon=max(scenario.horizon, 1))
+
+
+def _play(agent: MigrationAgent, envs: dict[int, object], scenario: Scenario, prefixes: list[list[int]], keep: int,
+          branch: tuple[object, list[int]] | None = None) -> list[Walk]:
+    """Each prefix (actions an hour from hour 0) played in a copy of ``scenario`` of its own, then
+    the greedy policy to the episode's end; from the prefix's last hour on, the policy looks at
+    every hour and its ``keep`` likeliest valid actions are kept. Without ``branch``, every copy
+    plays from hour 0 (and the policy looks from hour 0). With ``branch`` (an env and one of its
+    copies for each prefix), every prefix is one action longer than the hours that copy has
+    played, whose state it starts from (``copy_episodes``): those hours are not played again.
+    ``envs`` keeps a simulator for each number of copies."""
     copies = len(prefixes)
     if copies not in envs:
-        envs[copies] = VectorCloudMigrationEnv(copies, max_workloads=agent.max_workloads, min_workloads=1,
-                                               horizon=max(scenario.horizon, 1))
+        envs[copies] = _env(agent, scenario, copies)
     env = envs[copies]
-    obs, info = env.reset(options={"scenarios": [scenario] * copies})
+    if branch is None:
+        hour = watch_from = 0
+        obs, info = env.reset(options={"scenarios": [scenario] * copies})
+    else:
+        source, rows = branch
+        hour = int(source.hour[rows[0]])
+        if (source.hour[rows] != hour).any() or any(len(p) != hour + 1 for p in prefixes):
+            raise ValueError(f"branching at hour {hour}: the copies branched from, or the prefixes, are at other hours")
+        watch_from = hour + 1
+        obs, info = env.copy_episodes(np.arange(copies), source, np.asarray(rows))
     running = np.ones(copies, bool)
-    played: list[list[int]] = [[] for _ in range(copies)]
-    choices: list[list[list[int]]] = [[] for _ in range(copies)]
+    played: list[list[int]] = [list(p[:hour]) for p in prefixes]
+    choices: list[list[list[int]]] = [[[] for _ in range(hour)] for _ in range(copies)]
     ends: list[tuple[float, int | None] | None] = [None] * copies
-    hour = 0
     while running.any():
         rows = np.flatnonzero(running)
         actions = np.zeros(copies, np.int64)  # copies that finished wait (their next episode is not looked at)
         if hour >= watch_from:
             x = agent.obs_to_tensor({k: v[rows] for k, v in obs.items()})
-            with torch.no_grad():
-                probs = MaskedCategorical(agent.logits(x).cpu(), torch.as_tensor(info["action_mask"][rows], dtype=torch.bool)).probs
-                top_p, top = probs.topk(min(keep, probs.shape[1]), dim=1)
-            top, valid = top.tolist(), (top_p > 0).tolist()  # (lists: a tensor's elements one by one cost microseconds each)
+            with torch.no_grad():  # (the likeliest valid actions are those of the largest logits: no softmax needed)
+                logits = agent.logits(x).cpu().masked_fill(~torch.as_tensor(info["action_mask"][rows], dtype=torch.bool), -math.inf)
+                top_logit, top = logits.topk(min(keep, logits.shape[1]), dim=1)
+            top, valid = top.tolist(), (top_logit > -math.inf).tolist()  # (lists: a tensor's elements one by one cost microseconds each)
             for r, j in enumerate(rows):
                 choices[j].append([a for a, ok in zip(top[r], valid[r], strict=True) if ok])
                 actions[j] = prefixes[j][hour] if hour < len(prefixes[j]) else choices[j][-1][0]

@@ -265,7 +265,8 @@ class MigrationAgent(nn.Module):
         return dict(self._spec)
 
     def obs_to_tensor(self, obs: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32, device=self.device) for k, v in obs.items()}
+        device = self.device  # (once: it walks the parameters, and a planner's lookahead calls this thousands of times)
+        return {k: torch.as_tensor(np.asarray(v), dtype=torch.float32, device=device) for k, v in obs.items()}
 
     def get_value(self, x: dict[str, torch.Tensor], rows: _Rows | None = None) -> torch.Tensor:
         return self.value_head(self.critic_encoder(x, rows or _Rows(x))[1])

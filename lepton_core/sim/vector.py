@@ -321,6 +321,39 @@ class VectorCloudMigrationEnv(VectorEnv):
                 setattr(self, name, np.array(array))
         return self._observation(), self._info()
 
+    # arrays of the running episodes that ``copy_episodes`` leaves alone: each copy's next generated
+    # episodes (the bank and the generators) stay its own, and the bandwidth table is translated
+    _OWN = frozenset({"fresh", "states", "_bw_table", "_bw_at"})
+
+    def copy_episodes(self, rows: np.ndarray, source: VectorCloudMigrationEnv,
+                      source_rows: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Put copies ``rows`` in the states that ``source``'s copies ``source_rows`` are in now (their
+        episodes at the hour they have reached; ``source`` may be this env): a lookahead branches
+        from a state without replaying the hours before it. ``source`` must hold as many workloads,
+        types and hours (ValueError otherwise). Each copy keeps its own bank of next episodes.
+        Returns the observation and info of every copy, as ``reset`` does."""
+        rows, source_rows = np.asarray(rows, np.int64), np.asarray(source_rows, np.int64)
+        if (source.max_workloads, source.n_types, source.horizon) != (self.max_workloads, self.n_types, self.horizon):
+            raise ValueError(f"copy_episodes: the source holds {source.max_workloads} workloads on {source.n_types} types "
+                             f"over {source.horizon} h; this env {self.max_workloads} on {self.n_types} over {self.horizon} h")
+        if rows.shape != source_rows.shape:
+            raise ValueError(f"copy_episodes: {len(rows)} copies to fill from {len(source_rows)}")
+        self._mask = self._mask.copy()  # the last step's info keeps its own
+        mine = self._state_arrays()
+        for name, array in source._state_arrays().items():
+            if name not in self._OWN and not name.startswith("bank."):
+                mine[name][rows] = array[source_rows]
+        # a given scenario's bandwidth profile is a row of the table of its own: copied into the
+        # destination's rows; a generated one's is a window of the shared table, the same in both
+        H1 = self.horizon + 1
+        at = source._bw_at[source_rows]
+        given = at >= source._bw_given
+        profiles = [source._bw_table[a:a + H1].copy() for a in at[given]]  # (read before any is written: source may be self)
+        for r, profile in zip(rows[given], profiles, strict=True):
+            self._bw_table[self._bw_given + int(r) * H1:][:H1] = profile
+        self._bw_at[rows] = np.where(given, self._bw_given + rows * H1, at)
+        return self._observation(), self._info()
+
     # -- dynamics -------------------------------------------------------------------------------
     def _ready(self, idx: np.ndarray | None = None) -> np.ndarray:
         """(N, M), or (len(idx), M): every dependency of the workload has started."""

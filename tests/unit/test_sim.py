@@ -398,3 +398,55 @@ def test_the_vector_twin_plays_given_scenarios_like_the_scalar_env() -> None:
     assert ended == 3
     with pytest.raises(ValueError, match="scenario for env 0: 3 workloads on 2 types"):
         vec.reset(options={"scenarios": [hand_scenario(), other, short]})
+
+
+def test_a_copy_of_a_copy_in_mid_episode_goes_on_as_the_original_does() -> None:
+    """``copy_episodes``: copies of another env's copies (given and generated scenarios, their
+    bandwidth profiles included) and of this env's own, taken mid-episode, step as the originals do
+    to their episodes' ends; an env of another shape is refused."""
+    import dataclasses
+
+    from lepton_core.sim.vector import VectorCloudMigrationEnv
+
+    rng = np.random.default_rng(3)
+    # profiles of their own, so that reading another copy's row of the bandwidth table would show
+    given = [dataclasses.replace(generate(np.random.default_rng(s), 7, horizon=48), bandwidth_factor=rng.uniform(0.2, 1.0, 48))
+             for s in (11, 12)]
+    given_env = VectorCloudMigrationEnv(2, max_workloads=8, min_workloads=3, horizon=48)
+    generated_env = VectorCloudMigrationEnv(2, max_workloads=8, min_workloads=3, horizon=48)
+    originals = [given_env.reset(options={"scenarios": given}), generated_env.reset(seed=5)]
+    pick = lambda m: int(rng.choice(np.flatnonzero(m))) if rng.random() < 0.5 else 0  # noqa: E731
+    for _ in range(6):  # a few starts under way in every copy
+        for e, env in enumerate((given_env, generated_env)):
+            obs, _, term, trunc, info = env.step(np.array([pick(m) for m in originals[e][1]["action_mask"]]))
+            originals[e] = (obs, info)
+            assert not (term | trunc).any()
+    copies = VectorCloudMigrationEnv(4, max_workloads=8, min_workloads=3, horizon=48)
+    copies.reset(seed=77)  # other episodes, all replaced
+    copies.copy_episodes(np.array([3, 0]), given_env, np.array([0, 1]))
+    copies.copy_episodes(np.array([1]), generated_env, np.array([1]))
+    cobs, cinfo = copies.copy_episodes(np.array([2]), copies, np.array([0]))  # its own copy too
+    follows = {3: (0, 0), 0: (0, 1), 2: (0, 1), 1: (1, 1)}  # copy -> (original env, its copy)
+    for c, (e, o) in follows.items():
+        obs, info = originals[e]
+        assert all(np.array_equal(cobs[k][c], obs[k][o]) for k in obs) and np.array_equal(cinfo["action_mask"][c], info["action_mask"][o])
+    ended = {c: False for c in follows}
+    for _ in range(60):
+        actions = [np.array([pick(m) for m in info["action_mask"]]) for _, info in originals]
+        went = [env.step(a) for env, a in zip((given_env, generated_env), actions, strict=True)]
+        cobs, crew, cterm, ctrunc, cinfo = copies.step(np.array([actions[e][o] for _, (e, o) in sorted(follows.items())]))
+        for c, (e, o) in follows.items():
+            obs, rew, term, trunc, info = went[e]
+            if not ended[c]:
+                # (the same dynamics; sums over other sets of copies may round apart in the last bit)
+                assert crew[c] == pytest.approx(rew[o], rel=1e-12, abs=1e-12) and (cterm[c], ctrunc[c]) == (term[o], trunc[o])
+                if term[o] or trunc[o]:
+                    assert cinfo["final_total_cost"][c] == pytest.approx(info["final_total_cost"][o], rel=1e-12)
+                    ended[c] = True
+                else:
+                    assert all(np.allclose(cobs[k][c], obs[k][o], rtol=1e-6, atol=1e-7) for k in obs)
+                    assert np.array_equal(cinfo["action_mask"][c], info["action_mask"][o])
+        originals = [(obs, info) for obs, _, _, _, info in went]
+    assert all(ended.values())
+    with pytest.raises(ValueError, match="copy_episodes: the source holds 8 workloads on .* over 48 h; this env 8 on .* over 60 h"):
+        VectorCloudMigrationEnv(2, max_workloads=8, horizon=60).copy_episodes(np.array([0]), given_env, np.array([0]))
