@@ -45,7 +45,7 @@ PLAN_SAMPLES = 64
 # in all (a budget of work, not of time, so a plan does not depend on the machine's speed). The plan
 # is never dearer than the best rollout. On the benchmark's 50-workload systems (about 50-70 hours
 # an episode, two walks) it took the saving over the best heuristic from 2.5% to 5.3%, in a median
-# 9 s a plan on 2 cores; other starts gain more than more alternatives (8 from 1 start: 4.6% in 5 s;
+# 9 s a plan on 2 cores (7.6 s with the endings branched from copies of the state); other starts gain more than more alternatives (8 from 1 start: 4.6% in 5 s;
 # 8 from 8: 5.4% in twice the time; benchmarks/RESULTS.md, 2026-12-03).
 LOOKAHEAD_ALTERNATIVES = 8
 LOOKAHEAD_STARTS = 4
