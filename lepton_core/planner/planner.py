@@ -305,8 +305,9 @@ def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list
     endings replaces the rest of the episode when it ranks before it (``plan_rank``: finished
     first, then cheaper by more than a cent's ten-thousandth). The episodes are walked in step and
     every ending of an hour, of every episode, runs side by side in one vector simulator, each
-    from a copy of its episode's state at that hour (one simulator copy per episode walks them).
-    Up to ``passes`` walks over each episode, stopping after one that changed nothing, or where
+    from a copy of its episode's state at that hour (one simulator copy per episode walks them);
+    an ending is played once, however often it is asked for (episodes with the same first hours,
+    a later walk over hours an earlier one did not change). Up to ``passes`` walks over each episode, stopping after one that changed nothing, or where
     the hours simulated (an hour of the side-by-side runs counts one) would pass ``budget``.
     Deterministic: the same plans for the same policy, scenario and starts."""
     keep = alternatives + 1
@@ -315,6 +316,11 @@ def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list
     spent = max(len(w.actions) for w in walks)
     active = list(range(len(walks)))
     walker = _env(agent, scenario, len(walks))  # copy i: episode i at the hour being walked
+    # every ending played, by its actions to the alternative it tried: an ending is a function of
+    # them alone (the simulator and the greedy policy are deterministic), so it is played once. A
+    # later walk asks again for most of them: the hours before the first change of a walk's
+    # last pass, and every hour it did not change, branch from the same states as then.
+    endings: dict[tuple[int, ...], Walk] = {}
     for _ in range(passes):
         for i in active:
             walks[i].passes += 1
@@ -323,22 +329,29 @@ def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list
         while hour < max(len(walks[i].actions) for i in active):
             asks = [(i, a) for i in active if hour < len(walks[i].actions)
                     for a in [a for a in walks[i].choices[hour] if a != walks[i].actions[hour]][:alternatives]]
-            if asks and spent + max(len(walks[i].actions) - hour for i, _ in asks) > budget:  # (an ending runs about as long)
+            prefixes = [(*walks[i].actions[:hour], a) for i, a in asks]
+            branch = {}  # each prefix not played yet, once (starts share their first hours), and a walk it branches from
+            for (i, _), prefix in zip(asks, prefixes, strict=True):
+                if prefix not in endings:
+                    branch.setdefault(prefix, i)
+            if branch and spent + max(len(walks[i].actions) - hour for i in branch.values()) > budget:  # (an ending runs about as long)
                 for i in active:
                     walks[i].out_of_budget = True
                 return walks
-            if asks:
-                tried = _play(agent, envs, scenario, [walks[i].actions[:hour] + [a] for i, a in asks], keep=keep,
-                              branch=(walker, [i for i, _ in asks]))
+            if branch:
+                tried = _play(agent, envs, scenario, [list(p) for p in branch], keep=keep, branch=(walker, list(branch.values())))
                 spent += max(len(w.actions) for w in tried) - hour
-                for i in dict.fromkeys(i for i, _ in asks):
-                    walk = walks[i]
-                    best = min((w for (j, _), w in zip(asks, tried, strict=True) if j == i), key=lambda w: w.rank)  # (the likeliest of equals)
-                    if best.rank[0] < walk.rank[0] or best.rank[0] == walk.rank[0] and best.total_cost < walk.total_cost - 1e-4:
-                        best.choices[:hour + 1] = walk.choices[:hour + 1]  # the same states up to this hour
-                        best.changes, best.passes = walk.changes + 1, walk.passes
-                        walks[i] = best
-                        changed.add(i)
+                endings.update(zip(branch, tried))
+            for i in dict.fromkeys(i for i, _ in asks):
+                walk = walks[i]
+                best = min((endings[p] for (j, _), p in zip(asks, prefixes, strict=True) if j == i), key=lambda w: w.rank)  # (the likeliest of equals)
+                if best.rank[0] < walk.rank[0] or best.rank[0] == walk.rank[0] and best.total_cost < walk.total_cost - 1e-4:
+                    # (a copy: the ending stays as it was played, for a later pass that asks for it again)
+                    best = Walk(list(best.actions), best.total_cost, best.finish_hour,
+                                walk.choices[:hour + 1] + best.choices[hour + 1:],  # the same states up to this hour
+                                changes=walk.changes + 1, passes=walk.passes)
+                    walks[i] = best
+                    changed.add(i)
             # every walker copy takes its episode's action of this hour (a wait once its episode has ended)
             walker.step(np.array([w.actions[hour] if hour < len(w.actions) else 0 for w in walks], np.int64))
             hour += 1
