@@ -45,8 +45,10 @@ PLAN_SAMPLES = 64
 # in all (a budget of work, not of time, so a plan does not depend on the machine's speed). The plan
 # is never dearer than the best rollout. On the benchmark's 50-workload systems (about 50-70 hours
 # an episode, two walks) it took the saving over the best heuristic from 2.5% to 5.3%, in a median
-# 9 s a plan on 2 cores (7.6 s with the endings branched from copies of the state); other starts gain more than more alternatives (8 from 1 start: 4.6% in 5 s;
-# 8 from 8: 5.4% in twice the time; benchmarks/RESULTS.md, 2026-12-03).
+# 9 s a plan on 2 cores (4.5 s with the endings branched from copies of the state and each played
+# once); other starts gain more than more alternatives (8 from 1 start: 4.6% in 5 s;
+# 8 from 8: 5.4%; since each ending is played once, 8 from 8 takes a sixth more time than 8 from 4
+# for 0.06 points more; benchmarks/RESULTS.md, 2026-12-03).
 LOOKAHEAD_ALTERNATIVES = 8
 LOOKAHEAD_STARTS = 4
 LOOKAHEAD_PASSES = 3
