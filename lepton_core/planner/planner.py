@@ -5,8 +5,8 @@ in the plan type every method shares."""
 from __future__ import annotations
 
 import json
-import math
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,8 +309,9 @@ def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list
     every ending of an hour, of every episode, runs side by side in one vector simulator, each
     from a copy of its episode's state at that hour (one simulator copy per episode walks them);
     an ending is played once, however often it is asked for (episodes with the same first hours,
-    a later walk over hours an earlier one did not change). Up to ``passes`` walks over each episode, stopping after one that changed nothing, or where
-    the hours simulated (an hour of the side-by-side runs counts one) would pass ``budget``.
+    a later walk over hours an earlier one did not change). Up to ``passes`` walks over each
+    episode, stopping after one that changed nothing, or where the hours simulated (an hour of the
+    side-by-side runs counts one) would pass ``budget``.
     Deterministic: the same plans for the same policy, scenario and starts."""
     keep = alternatives + 1
     envs: dict[int, object] = {}
@@ -364,6 +365,7 @@ def improve_by_lookahead(agent: MigrationAgent, scenario: Scenario, starts: list
 
 
 def _env(agent: MigrationAgent, scenario: Scenario, copies: int):
+    """A vector simulator of ``copies`` copies for the policy's plans of ``scenario``."""
     from lepton_core.sim.vector import VectorCloudMigrationEnv
 
     return VectorCloudMigrationEnv(copies, max_workloads=agent.max_workloads, min_workloads=1, horizon=max(scenario.horizon, 1))
@@ -453,13 +455,11 @@ def policy_rollouts(agent: MigrationAgent, scenario: Scenario, samples: int, see
     one copy each in a ``VectorCloudMigrationEnv``, one forward pass of the policy an hour for the
     copies still running (copies follow the scalar simulator's dynamics, which the tests check),
     sampled from one generator seeded ``seed``."""
-    from lepton_core.sim.vector import VectorCloudMigrationEnv
-
     if scenario.n > agent.max_workloads or scenario.k != agent.n_types:
         raise UsageError(f"the trained planner takes up to {agent.max_workloads} workloads on {agent.n_types} instance types; "
                          f"this system has {scenario.n} on {scenario.k}")
     copies = samples + 1
-    env = VectorCloudMigrationEnv(copies, max_workloads=agent.max_workloads, min_workloads=1, horizon=max(scenario.horizon, 1))
+    env = _env(agent, scenario, copies)
     obs, info = env.reset(options={"scenarios": [scenario] * copies})
     generator = torch.Generator().manual_seed(seed)
     running = np.ones(copies, bool)

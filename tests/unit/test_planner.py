@@ -271,6 +271,8 @@ def test_lookahead_never_plans_dearer_than_the_rollout_it_starts_from_and_often_
 def reference_lookahead(agent, scenario, starts: list[list[int]], alternatives: int, passes: int) -> list[tuple[list[int], float]]:
     """The one-step lookahead as its definition reads, in the scalar simulator: every ending played
     from hour 0 (no copies of states, no ending reused), one action a step."""
+    from types import SimpleNamespace
+
     from lepton_core.sim.env import CloudMigrationEnv
     from lepton_core.sim.plan import plan_rank
 
@@ -287,8 +289,8 @@ def reference_lookahead(agent, scenario, starts: list[list[int]], alternatives: 
             actions.append(prefix[len(actions)] if len(actions) < len(prefix) else choices[-1][0])
             obs, _, terminated, truncated, info = env.step(actions[-1])
             if terminated or truncated:
-                return actions, plan_rank(type("O", (), {"finish_hour": None if truncated else len(actions),
-                                                         "total_cost": info["total_cost"]})), choices
+                outcome = SimpleNamespace(finish_hour=None if truncated else len(actions), total_cost=info["total_cost"])
+                return actions, plan_rank(outcome), choices
 
     out = []
     for start in starts:
