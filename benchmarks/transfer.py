@@ -24,11 +24,12 @@ it). No early stopping: every run gets the whole budget, so times compare. With
 epoch of the adapted model (the parity check needs its on-prem answers kept); the scratch model
 trains on the target's labels only either way.
 
-``--replay-fraction``, ``--relabel-every`` and ``--precision`` set the adaptation options of those
-names (defaults: ``AdaptOptions``'s).
+``--strategy``, ``--replay-fraction``, ``--relabel-every`` and ``--precision`` set the adaptation
+options of those names (defaults: ``AdaptOptions``'s); the scratch model trains every weight whatever
+the strategy.
 
 Run: .venv/bin/python benchmarks/transfer.py [--seeds 3] [--epochs 15] [--no-source-replay]
-     [--replay-fraction F] [--relabel-every N] [--precision auto|32-true|bf16-mixed]
+     [--strategy head|full|gradual] [--replay-fraction F] [--relabel-every N] [--precision auto|32-true|bf16-mixed]
 The last line printed is one JSON object.
 """
 
@@ -177,6 +178,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--source-replay", action=argparse.BooleanOptionalAction, default=True,
                         help="replay the on-prem training images while adapting (the default of `lepton run`)")
+    parser.add_argument("--strategy", choices=("head", "full", "gradual"), default=None,
+                        help="which of the adapted model's weights learn (default: AdaptOptions's, full)")
     parser.add_argument("--replay-fraction", type=float, default=None, help="share of the on-prem images each epoch replays")
     parser.add_argument("--relabel-every", type=int, default=None, help="self-training: relabel after every N epochs")
     parser.add_argument("--precision", choices=("auto", "32-true", "bf16-mixed"), default=None,
@@ -191,8 +194,8 @@ def main() -> None:
     t0 = time.perf_counter()
     over = overhead()
     print(json.dumps(over), flush=True)
-    adapt = {k: v for k, v in (("replay_fraction", args.replay_fraction), ("relabel_every", args.relabel_every),
-                               ("precision", args.precision)) if v is not None}
+    adapt = {k: v for k, v in (("strategy", args.strategy), ("replay_fraction", args.replay_fraction),
+                               ("relabel_every", args.relabel_every), ("precision", args.precision)) if v is not None}
     result = adaptation(spec, args.seeds, args.epochs, args.source_replay, **adapt)
     result.update(over)
     result.update({"seeds": args.seeds, "epochs": args.epochs, "labelled_fraction": 0.1, "source_replay": args.source_replay,
