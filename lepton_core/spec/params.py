@@ -61,9 +61,10 @@ class PlannerTraining(StrictModel):
     learning_rate: float = Field(default=3e-4, gt=0, le=0.1, description="Adam's learning rate at the start (annealed to 0).")
     max_workloads: int = Field(default=16, ge=2, le=256, description="The largest system the policy will plan (services).")
     min_workloads: int = Field(default=4, ge=1, le=256, description="The smallest system drawn in training.")
-    hidden: int = Field(default=64, ge=8, le=1024, description="Width of the policy's layers. Wider plans cheaper (on "
-                        "50-service systems 128 or 256 saved 2.1-2.2% over the best heuristic against 1.4% for 64) but "
-                        "trains slower on CPUs (2.2 and 7.7 times); on a GPU it trains as fast.")
+    hidden: int = Field(default=64, ge=8, le=1024, description="Width of the policy's layers. A wider policy's own "
+                        "rollouts are a little cheaper, but after the lookahead that plans use, 128 saved no more than 64 "
+                        "on 50-service systems (5.1% against 5.2% over the best heuristic, two seeds). Wider trains "
+                        "slower on CPUs (2.2 times at 128, 7.7 at 256); on a GPU it trains as fast.")
     seed: int = Field(default=1, ge=0, le=2**31 - 1, description="Seed of the training run.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' trains on a GPU when the worker has one.")
     fresh: bool = Field(default=False, description="Start afresh even when a checkpoint from the same settings exists.")
