@@ -19,6 +19,7 @@ from lepton_core.planner.policy import DEFAULT_HIDDEN, MaskedCategorical, Migrat
 from lepton_core.planner.ppo import PPOConfig, load_checkpoint, pick_device, train
 from lepton_core.sim.plan import Plan, PlanStep, best_heuristic, plan_rank, replay
 from lepton_core.sim.scenario import DAY, Scenario, generate
+from lepton_core.weights import load_weights
 
 POLICY_FILE = "policy.pt"  # the policy plans use: the snapshot that planned the validation systems best
 LAST_FILE = "last.pt"  # the training checkpoint (weights, optimiser, counters) a resumed run goes on from
@@ -200,8 +201,8 @@ def load_policy(path: str | Path, device: str = "cpu") -> MigrationAgent:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no trained planner policy (train one with `lepton train-planner`)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not state.get("agent_spec"):
+    state = load_weights(path, "planner policy")
+    if not isinstance(state, dict) or not state.get("agent_spec"):
         raise UsageError(f"{path}: not a migration planner checkpoint (no agent shape in it)")
     try:
         agent = MigrationAgent(**state["agent_spec"])

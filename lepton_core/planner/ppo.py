@@ -40,6 +40,7 @@ from torch import nn, optim
 
 from lepton_core.fsutil import atomic_path
 from lepton_core.hardware import reuse_freed_memory
+from lepton_core.weights import load_weights
 
 log = logging.getLogger(__name__)
 LOG_FIELDS = ("iteration", "global_step", "sps", "learning_rate", "value_loss", "policy_loss", "entropy", "old_approx_kl",
@@ -230,7 +231,7 @@ def save_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimiz
 
 def load_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimizer | None = None) -> dict[str, Any]:
     """Load weights (and the optimiser state) saved by ``save_checkpoint``; returns the counters."""
-    state = torch.load(path, map_location=agent.device, weights_only=True)
+    state = load_weights(path, "training checkpoint", map_location=agent.device)
     agent.load_state_dict(state["agent"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])

@@ -84,13 +84,12 @@ def pretrained_path(architecture: str, path: str | os.PathLike | None = None) ->
 def load_pretrained(model: nn.Module, architecture: str, path: str | os.PathLike | None = None) -> list[str]:
     """Load ImageNet weights (from ``path``, else from torch's cache folder) into ``model``, except
     tensors whose shape differs (the head, a small-input first convolution); the names skipped."""
-    import torch
+    from lepton_core.weights import load_weights
 
     file = pretrained_path(architecture, path)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UsageError(f"{file}: not a readable weights file ({exc})") from exc
+    state = load_weights(file, "weights file")
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise UsageError(f"{file}: not {architecture} weights (not a state dict of named tensors)")
     own = model.state_dict()
     unknown = sorted(set(state) - set(own))
     if unknown:

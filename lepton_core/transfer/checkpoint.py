@@ -66,12 +66,16 @@ def save_checkpoint(path: str | os.PathLike, state_dict: dict, meta: CheckpointM
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, CheckpointMeta]:
-    """The state dict and metadata of a lepton checkpoint (``weights_only=True``)."""
-    import torch
+    """The state dict and metadata of a lepton checkpoint (``weights_only=True``); a UsageError
+    naming the file when it is not one."""
+    from lepton_core.weights import load_weights
 
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return _unpack(load_weights(path, "model checkpoint"), path)
+
+
+def _unpack(payload: Any, path: str | os.PathLike) -> tuple[dict, CheckpointMeta]:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a lepton checkpoint (expected format {FORMAT!r})")
+        raise UsageError(f"{path}: not a lepton model checkpoint (no format {FORMAT!r} in it)")
     pre = payload["preprocess"]
     meta = CheckpointMeta(
         architecture=payload["architecture"],
@@ -101,16 +105,12 @@ def onprem_weights(path: str | os.PathLike, architecture: str, classes: tuple[st
     import torch
 
     from lepton_core.transfer.backbones import build_model
+    from lepton_core.weights import load_weights
 
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UsageError(f"{path}: checkpoint not found") from None
-    except Exception as exc:
-        raise UsageError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    payload = load_weights(path, "checkpoint")
     preprocess = Preprocess()
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        state, meta = load_checkpoint(path)
+        state, meta = _unpack(payload, path)  # (read once)
         if meta.architecture != architecture:
             raise UsageError(f"{path}: a {meta.architecture} checkpoint, but the spec's model is {architecture}")
         if tuple(meta.classes) != tuple(classes):

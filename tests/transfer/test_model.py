@@ -119,7 +119,7 @@ def test_a_plain_state_dict_must_fit_tensor_by_tensor(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match=r"does not fit mobilenet_v3_small \(\d+ tensors missing"):
         onprem_weights(path, "mobilenet_v3_small", tuple("abcde"), 32)
     (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(UsageError, match="junk.pt: not a readable checkpoint"):
+    with pytest.raises(UsageError, match="junk.pt: not a readable checkpoint: not a file torch.save wrote, or one cut short"):
         onprem_weights(tmp_path / "junk.pt", "resnet18", CLASSES, 32)
 
 
