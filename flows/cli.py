@@ -485,7 +485,7 @@ def serve(
     model: Annotated[str, typer.Argument(help="A lepton checkpoint file, or a registered version's s3:// URI.")],
     spec: Annotated[Optional[Path], typer.Option(help="The spec whose target holds the registry (endpoint, credentials); boto3's chain when left out.")] = None,
     host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1024, max=65535, help="Port to listen on (LitServe takes 1024-65535).")] = 8000,
     max_batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Requests batched into one forward pass.")] = 8,
     batch_timeout: Annotated[float, typer.Option(min=0.0001, max=10, help="Seconds to wait to fill a batch (at 0 LitServe would busy-poll).")] = 0.005,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Model processes per device.")] = 1,
@@ -529,9 +529,26 @@ def serve(
     reason = unsupported(config.runtime, config.precision, config.channels_last, "cuda" if torch.cuda.is_available() else "cpu")
     if reason:
         raise UsageError(f"cannot serve {config.runtime} {config.precision} here: {reason}")
+    _check_listen(host, port)
     typer.echo(f"serving {name} {version} on http://{host}:{port} (POST /predict, GET /health, GET /info); Ctrl-C stops")
     serve_main(["--checkpoint", str(path), "--host", host, "--port", str(port), "--name", name, "--version", version,
                 "--config", json.dumps(config.__dict__)])
+
+
+def _check_listen(host: str, port: int) -> None:
+    """A UsageError now, before the model loads, when the server could not listen on ``host:port``
+    (the port held by another process, an address not this machine's)."""
+    import socket
+
+    from lepton_core.errors import UsageError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket does
+            s.bind(infos[0][4])
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (choose another --port or --host)") from None
 
 
 @app.command()

@@ -140,3 +140,18 @@ def test_int8_without_its_calibration_images_is_a_clear_error(demo_full: Path, t
     proc = subprocess.run([*lepton, "serve", ckpt, "--runtime", "onnx", "--precision", "int8", "--calibration", str(text)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith(f"error: --calibration {text}: not a .npy of images") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_port_another_process_holds_is_a_clear_error_before_anything_starts(onprem: Path) -> None:
+    import socket
+
+    lepton = [sys.executable, "-c", "from flows.cli import main; main()"]
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = subprocess.run([*lepton, "serve", str(onprem), "--port", str(port)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""  # refused before it says it is serving
+    assert proc.stderr == f"error: cannot listen on 127.0.0.1:{port}: Address already in use (choose another --port or --host)\n"
+    proc = subprocess.run([*lepton, "serve", str(onprem), "--port", "80"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Input should be greater than or equal to 1024" in proc.stderr  # LitServe's range
