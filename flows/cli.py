@@ -32,8 +32,9 @@ def _fail(message: str, code: int) -> None:
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Show LeptonErrors as ``error: ...`` with their exit code, never a traceback.
-    Anything else is a bug: one line too, with the traceback when LEPTON_DEBUG=1."""
+    """Show LeptonErrors as ``error: ...`` with their exit code, never a traceback. A file the
+    machine would not read or write: its name and the reason, exit code 1. Anything else is a
+    bug: one line too, with the traceback when LEPTON_DEBUG=1."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -48,6 +49,8 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:
             if os.environ.get("LEPTON_DEBUG"):
                 raise
+            if isinstance(exc, OSError) and exc.filename:  # the machine's: a full disk, a read-only folder, a file in the way
+                _fail(f"{exc.filename}: {exc.strerror or exc}", 1)
             _fail(f"unexpected {type(exc).__name__}: {exc} (set LEPTON_DEBUG=1 for the traceback)", 1)
 
     return wrapper
@@ -79,7 +82,9 @@ def sample(
 ) -> None:
     """Write the bundled demo: digits in two domains, a table, a trained model, services, a spec."""
     from lepton_core.demo.sample import build_sample
+    from lepton_core.fsutil import writable_dir
 
+    writable_dir(dest.expanduser().absolute().parent, "DEST's folder")
     spec = build_sample(dest, seed=seed, epochs=epochs, train_model=model, force=force, progress=typer.echo)
     typer.echo(f"demo written; its spec: {spec}")
 
@@ -206,6 +211,8 @@ def plan(
 
     loaded = load_spec(spec)
     scenario = from_spec(loaded, link=link, seed=seed, catalogue=loaded.candidate(cloud) if cloud else None)
+    if chart:
+        _check_output_file(chart, "--chart")
     from lepton_core.planner.planner import find_policy
 
     agent = find_policy(policy, required=method is Method.ppo or policy is not None)
@@ -250,6 +257,10 @@ def compare_clouds_cmd(
     from lepton_core.spec import load_spec
 
     loaded = load_spec(spec)
+    if out is not None:
+        from lepton_core.fsutil import writable_dir
+
+        writable_dir(out, "--out")
     agent = find_policy(policy, required=policy is not None)
     comparison = compare_clouds(loaded, refs=candidate, objective=objective.value if objective else None, policy=agent, seed=seed,
                                 progress=None if as_json else lambda o: typer.echo(f"planned {o.catalogue}: {o.method}", err=True))
@@ -533,6 +544,17 @@ def serve(
     typer.echo(f"serving {name} {version} on http://{host}:{port} (POST /predict, GET /health, GET /info); Ctrl-C stops")
     serve_main(["--checkpoint", str(path), "--host", host, "--port", str(port), "--name", name, "--version", version,
                 "--config", json.dumps(config.__dict__)])
+
+
+def _check_output_file(path: Path, option: str) -> None:
+    """A UsageError now, before the work, when ``path`` cannot be written: a folder, or in a folder
+    that cannot be made or written to."""
+    from lepton_core.errors import UsageError
+    from lepton_core.fsutil import writable_dir
+
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: a folder, not a file")
+    writable_dir(path.expanduser().absolute().parent, f"{option} {path}: its folder")
 
 
 def _check_listen(host: str, port: int) -> None:

@@ -52,3 +52,24 @@ def write_figure_png(fig, path: str | os.PathLike) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def writable_dir(path: str | os.PathLike, label: str) -> Path:
+    """``path`` as a folder that files can be written into: made, with its parents, when missing.
+    A UsageError that starts with ``label`` and the path when it cannot be (a file in the way, a
+    read-only or missing mount, no permission), so that a command refuses a bad destination
+    before its work rather than after it."""
+    from lepton_core.errors import UsageError
+
+    path = Path(path)
+    blocking = next((p for p in (path, *path.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise UsageError(f"{label} {path}: " + ("a file, not a folder" if blocking == path else f"{blocking} is a file, not a folder"))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".lepton-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{label} {path}: cannot write there ({exc.strerror or exc})") from None
+    return path

@@ -12,8 +12,12 @@ from pathlib import Path
 
 def state_dir() -> Path:
     """The state folder, created on first use."""
-    root = Path(os.environ.get("LEPTON_HOME") or Path.cwd() / ".lepton").expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    from lepton_core.fsutil import writable_dir
+
+    home = os.environ.get("LEPTON_HOME")
+    root = Path(home or Path.cwd() / ".lepton").expanduser().resolve()
+    if not root.is_dir():
+        writable_dir(root, "LEPTON_HOME" if home else "the state folder")
     return root
 
 

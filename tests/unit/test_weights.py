@@ -78,7 +78,7 @@ def test_files_torch_wrote_load_in_either_format(tmp_path: Path) -> None:
 def test_the_command_line_refuses_a_bad_model_or_policy_file_with_exit_code_2(tmp_path: Path, demo_data: Path) -> None:
     cases = write_cases(tmp_path)
     runner = CliRunner()
-    served = runner.invoke(app, ["serve", str(cases["text"]), "--port", "9"])
+    served = runner.invoke(app, ["serve", str(cases["text"])])
     assert served.exit_code == 2 and served.stderr == f"error: {cases['text']}: {CUT}\n"
     policy = runner.invoke(app, ["plan", str(demo_data), "--method", "ppo", "--policy", str(cases["object"])])
     assert policy.exit_code == 2
