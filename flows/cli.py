@@ -404,7 +404,18 @@ def adapt(
     from lepton_core.spec import load_spec
     from lepton_core.spec.params import AdaptOptions, SpecRef
 
-    load_spec(spec)  # fail fast, before Prefect starts
+    from lepton_core.errors import UsageError
+
+    loaded = load_spec(spec)  # fail fast, before Prefect starts
+    model = loaded.spec.model
+    if model is None:
+        raise UsageError(f"{spec}: the spec has no model to adapt")
+    if weights is not None and init is not Init.imagenet:
+        raise UsageError(f"--weights is the weights file of --init imagenet, not of --init {init.value}")
+    if init is Init.imagenet:  # the weights file too
+        from lepton_core.transfer.backbones import checked_pretrained
+
+        checked_pretrained(model.architecture, len(model.classes), model.input_size, weights)
     options = AdaptOptions(strategy=strategy.value, init=init.value, pretrained_weights=str(weights) if weights else None,
                            data=data.value, labelled_fraction=labelled_fraction, max_epochs=epochs, batch_size=batch_size,
                            lr=lr, compare_scratch=scratch, register_model=register, seed=seed, fresh=fresh, progress_bar=True)

@@ -135,6 +135,12 @@ class AdaptOptions(StrictModel):
     fresh: bool = Field(default=False, description="Discard checkpoints of an earlier run with the same settings.")
     progress_bar: bool = Field(default=False, description="Show Lightning's progress bar (for a terminal).")
 
+    @model_validator(mode="after")
+    def _weights_file(self) -> AdaptOptions:
+        if self.pretrained_weights and self.init != "imagenet":
+            raise ValueError(f"pretrained_weights is the weights file of init 'imagenet'; init is {self.init!r}")
+        return self
+
 
 class IntegrateOptions(StrictModel):
     """How the candidate is checked against the on-prem model before cutover."""

@@ -158,15 +158,15 @@ def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Pat
 
     ckpt = onprem_checkpoint(loaded, state_root, store_fn)
     onprem_state, onprem_pre = onprem_weights(ckpt, model.architecture, model.classes, model.input_size)
+    init_path = {"onprem": str(ckpt), "none": None}.get(options.init)
+    if options.init == "imagenet":  # a bad weights file fails now, before the images are fetched
+        from lepton_core.transfer.backbones import checked_pretrained
+
+        init_path = str(checked_pretrained(model.architecture, len(model.classes), model.input_size, options.pretrained_weights))
     images = dataset_images(loaded, model.target_dataset, options.data, state_root, store_fn)
     replay = (dataset_images(loaded, model.source_dataset, options.data, state_root, store_fn)
               if options.source_replay and model.source_dataset != model.target_dataset else None)
     say(f"target images: {images.files} files from {images.source}")
-    init_path = {"onprem": str(ckpt), "none": None}.get(options.init)
-    if options.init == "imagenet":
-        from lepton_core.transfer.backbones import pretrained_path
-
-        init_path = str(pretrained_path(model.architecture, options.pretrained_weights))
     pre = _preprocess(options, onprem_pre)
     base = dict(data_root=str(images.root), data_name=model.target_dataset, classes=model.classes,
                 architecture=model.architecture, input_size=model.input_size, mode=pre.mode, mean=pre.mean, std=pre.std,

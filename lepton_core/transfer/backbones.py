@@ -87,8 +87,13 @@ def load_pretrained(model: nn.Module, architecture: str, path: str | os.PathLike
     from lepton_core.weights import load_weights
 
     file = pretrained_path(architecture, path)
+    import torch
+
     state = load_weights(file, "weights file")
-    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+    if isinstance(state, dict) and "format" in state and "state_dict" in state:
+        raise UsageError(f"{file}: a lepton model checkpoint, not ImageNet weights (a spec's model.checkpoint starts "
+                         "from it with init 'onprem')")
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise UsageError(f"{file}: not {architecture} weights (not a state dict of named tensors)")
     own = model.state_dict()
     unknown = sorted(set(state) - set(own))
@@ -97,3 +102,12 @@ def load_pretrained(model: nn.Module, architecture: str, path: str | os.PathLike
     skipped = sorted(k for k in own if k not in state or state[k].shape != own[k].shape)
     model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     return skipped
+
+
+def checked_pretrained(architecture: str, num_classes: int, input_size: int, path: str | os.PathLike | None = None) -> Path:
+    """The ImageNet weights file ``load_pretrained`` would read, loaded once into a throwaway
+    ``architecture`` to prove it can be: a UsageError now (missing, unreadable, another
+    architecture's), before a run gathers its images and starts training."""
+    file = pretrained_path(architecture, path)
+    load_pretrained(build_model(architecture, num_classes, input_size), architecture, file)
+    return file

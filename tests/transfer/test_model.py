@@ -87,6 +87,31 @@ def test_weights_of_another_architecture_are_refused(tmp_path: Path, monkeypatch
         load_pretrained(build_model("resnet18", 3, 224), "resnet18", pretrained_file("mobilenet_v3_small"))
 
 
+def test_lepton_adapt_refuses_bad_imagenet_weights_before_prefect_starts(demo_full: Path, demo_data: Path, tmp_path: Path) -> None:
+    from pydantic import ValidationError
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from lepton_core.spec.params import AdaptOptions
+
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not weights")
+    onprem = demo_full.parent / "models" / "onprem-resnet18.pt"
+    runner = CliRunner()
+    for args, message in [
+        (["--init", "imagenet", "--weights", str(junk)], f"{junk}: not a readable weights file: not a file torch.save wrote, or one cut short"),
+        (["--init", "imagenet", "--weights", str(onprem)], f"{onprem}: a lepton model checkpoint, not ImageNet weights"),
+        (["--weights", str(junk)], "--weights is the weights file of --init imagenet, not of --init onprem"),
+    ]:
+        out = runner.invoke(app, ["adapt", str(demo_full), "--data", "location", *args])
+        assert out.exit_code == 2 and out.stdout == "" and out.stderr.startswith(f"error: {message}"), out.output
+        assert out.stderr.count("\n") == 1  # one line: no Prefect log, no traceback
+    out = runner.invoke(app, ["adapt", str(demo_data)])  # the demo written without its model
+    assert out.exit_code == 2 and out.stderr == f"error: {demo_data}: the spec has no model to adapt\n"
+    with pytest.raises(ValidationError, match="pretrained_weights is the weights file of init 'imagenet'; init is 'none'"):
+        AdaptOptions(init="none", pretrained_weights=str(junk))  # the UI form's check
+
+
 @pytest.fixture
 def onprem(tmp_path: Path) -> Path:
     torch.manual_seed(0)
