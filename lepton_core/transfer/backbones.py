@@ -84,13 +84,14 @@ def pretrained_path(architecture: str, path: str | os.PathLike | None = None) ->
 def load_pretrained(model: nn.Module, architecture: str, path: str | os.PathLike | None = None) -> list[str]:
     """Load ImageNet weights (from ``path``, else from torch's cache folder) into ``model``, except
     tensors whose shape differs (the head, a small-input first convolution); the names skipped."""
+    import torch
+
+    from lepton_core.transfer.checkpoint import FORMAT
     from lepton_core.weights import load_weights
 
     file = pretrained_path(architecture, path)
-    import torch
-
     state = load_weights(file, "weights file")
-    if isinstance(state, dict) and "format" in state and "state_dict" in state:
+    if isinstance(state, dict) and state.get("format") == FORMAT:
         raise UsageError(f"{file}: a lepton model checkpoint, not ImageNet weights (a spec's model.checkpoint starts "
                          "from it with init 'onprem')")
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
