@@ -14,8 +14,9 @@ Parts (``--parts``; run in the order given; each prints one JSON line when it en
    target's labels) for ``--adapt-seeds`` seeds, precision and device chosen as ``lepton run``
    chooses them (``auto``: bf16-mixed on this GPU): the accuracies, the time fraction, seconds.
 3. ``planner``: the PPO planner's training steps per second on the simulator with the policy on
-   the GPU and on the CPU (all its cores), at 64 and 256 simulators, ``--planner-iterations``
-   iterations each; median of the per-iteration rates after the first.
+   the GPU and on the CPU (all its cores; ``--planner-devices`` says which), at 64 and 256
+   simulators, ``--planner-iterations`` iterations each; median of the per-iteration rates after
+   the first.
 4. ``widths``: is the planner limited by its policy's size? One policy per width in ``--widths``
    (``MigrationAgent``'s ``hidden``), each trained ``--width-steps`` simulated hours with the
    planner's defaults (64 simulators, the benchmark's 4-64 workloads) once for each of
@@ -192,6 +193,8 @@ def main() -> None:
     parser.add_argument("--adapt-seeds", type=int, default=1)
     parser.add_argument("--adapt-epochs", type=int, default=15)
     parser.add_argument("--planner-iterations", type=int, default=4)
+    parser.add_argument("--planner-devices", default="cuda,cpu",
+                        help="planner part: where the policy trains, in turn (cuda only where there is one)")
     parser.add_argument("--widths", default="64,128,256", help="widths part: the policy widths to train")
     parser.add_argument("--width-steps", type=int, default=1_000_000, help="widths part: simulated hours each")
     parser.add_argument("--width-seeds", default="1", help="widths part: training seeds (each width trains once a seed)")
@@ -231,7 +234,9 @@ def main() -> None:
                 parser.error(f"--widths {args.widths!r} and --width-seeds {args.width_seeds!r}: comma-separated integers")
             result["widths"] = widths(hiddens, seeds, args.width_steps, args.widths_dir)
         else:
-            devices = (["cuda"] if cuda else []) + ["cpu"]
+            devices = [d for d in args.planner_devices.split(",") if d != "cuda" or cuda]
+            if not devices or any(d not in ("cuda", "cpu") for d in devices):
+                parser.error(f"--planner-devices {args.planner_devices!r}: cuda and/or cpu, comma-separated")
             result["planner"] = planner(args.planner_iterations, [64, 256] if not args.quick else [8], devices)
         keep()
     result["seconds"] = round(time.perf_counter() - t0, 1)
