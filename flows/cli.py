@@ -105,8 +105,12 @@ def run(
     from lepton_core.spec.params import AdaptOptions, OptimizeOptions, PlanOptions, SpecRef, TargetOverrides
 
     overrides = TargetOverrides(bucket=bucket, prefix=prefix, endpoint_url=endpoint_url)
-    if spec is not None:  # fail fast, before Prefect starts, on a bad spec or override
-        overrides.apply(load_spec(spec).spec)
+    if spec is not None:  # fail fast, before Prefect starts, on a bad spec or override, or a bad on-prem checkpoint
+        from lepton_core.transfer.adapt import check_local_onprem
+
+        loaded = load_spec(spec)
+        overrides.apply(loaded.spec)
+        check_local_onprem(loaded)
     from flows.migrate import migrate
 
     report = migrate(spec=SpecRef(path=str(spec.resolve()) if spec else None), target=overrides,
@@ -412,6 +416,9 @@ def adapt(
         raise UsageError(f"{spec}: the spec has no model to adapt")
     if weights is not None and init is not Init.imagenet:
         raise UsageError(f"--weights is the weights file of --init imagenet, not of --init {init.value}")
+    from lepton_core.transfer.adapt import check_local_onprem
+
+    check_local_onprem(loaded)  # the on-prem checkpoint, whatever --init: it is the unadapted model compared
     if init is Init.imagenet:  # the weights file too
         from lepton_core.transfer.backbones import checked_pretrained
 

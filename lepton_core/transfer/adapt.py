@@ -131,6 +131,20 @@ def onprem_checkpoint(loaded: LoadedSpec, state_root: Path, store_fn: Callable) 
     return dest
 
 
+def check_local_onprem(loaded: LoadedSpec) -> None:
+    """Fail now, with the file's one-line error, when the spec's on-prem checkpoint is a local file
+    that is missing or does not fit its model (every adaptation reads it: it is the unadapted
+    model). An s3:// one is checked once fetched, inside the flow. For commands to call before
+    Prefect starts."""
+    from lepton_core.transfer.checkpoint import onprem_weights
+
+    model = loaded.spec.model
+    if model is None or is_s3(loaded.resolve(model.checkpoint)):
+        return
+    path = onprem_checkpoint(loaded, Path(), lambda: None)  # (a local file: no store is opened)
+    onprem_weights(path, model.architecture, model.classes, model.input_size)
+
+
 def file_sha256(path: Path) -> str:
     from lepton_core.data.inventory import sha256_file
 

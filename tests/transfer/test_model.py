@@ -112,6 +112,33 @@ def test_lepton_adapt_refuses_bad_imagenet_weights_before_prefect_starts(demo_fu
         AdaptOptions(init="none", pretrained_weights=str(junk))  # the UI form's check
 
 
+def test_lepton_adapt_and_run_refuse_a_bad_onprem_checkpoint_before_prefect_starts(demo_full: Path, tmp_path: Path) -> None:
+    import re
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    torch.manual_seed(0)  # a lepton checkpoint of the spec's architecture over other classes
+    other = save_checkpoint(tmp_path / "other.pt", build_model("resnet18", 3, 32).state_dict(),
+                            CheckpointMeta("resnet18", CLASSES, 32, Preprocess(mode="L")))
+    spec = demo_full.parent / "bad-onprem.yaml"  # beside the demo's, so that its relative paths resolve
+    data = yaml.safe_load(demo_full.read_text())
+    runner = CliRunner()
+    for checkpoint, pattern in [
+        (tmp_path / "gone.pt", re.escape(f"{spec}:") + r"\d+: model\.checkpoint: path does not exist: " + re.escape(str(tmp_path / "gone.pt"))),
+        (junk, re.escape(f"{junk}: not a readable checkpoint: not a file torch.save wrote, or one cut short")),
+        (other, re.escape(f"{other}: trained for 3 classes (a, b, c), but the spec's model has 10 (") + ".*"),
+    ]:
+        spec.write_text(yaml.safe_dump({**data, "model": {**data["model"], "checkpoint": str(checkpoint)}}, sort_keys=False))
+        for command in (["adapt", str(spec), "--data", "location"], ["run", str(spec)]):
+            out = runner.invoke(app, command)  # one line, exit 2: no Prefect log, no traceback
+            assert out.exit_code == 2 and out.stdout == "" and re.fullmatch(f"error: {pattern}\n", out.stderr), (command, out.output)
+
+
 @pytest.fixture
 def onprem(tmp_path: Path) -> Path:
     torch.manual_seed(0)
