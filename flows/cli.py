@@ -295,7 +295,7 @@ def train_planner_cmd(
     envs: Annotated[int, typer.Option(min=1, max=65536, help="Simulators stepped together.")] = 64,
     max_workloads: Annotated[int, typer.Option(min=2, max=256, help="The largest system the policy will plan.")] = 16,
     min_workloads: Annotated[int, typer.Option(min=1, max=256, help="The smallest system drawn in training.")] = 4,
-    hidden: Annotated[int, typer.Option(min=8, max=1024, help="Width of the policy's layers (with the lookahead, 128 planned no cheaper than 64; on CPUs wider trains slower).")] = 64,
+    hidden: Annotated[int, typer.Option(min=8, max=1024, help="Width of the policy's layers (with the lookahead, 128 and 256 planned no cheaper than 64; wider trains slower on CPUs and plans slower).")] = 64,
     seed: Annotated[int, typer.Option(min=0, help="Seed of the training run: the initial weights, scenarios and samples.")] = 1,
     fresh: Annotated[bool, typer.Option(help="Start afresh instead of going on from a checkpoint of the same settings.")] = False,
 ) -> None:

@@ -62,9 +62,10 @@ class PlannerTraining(StrictModel):
     max_workloads: int = Field(default=16, ge=2, le=256, description="The largest system the policy will plan (services).")
     min_workloads: int = Field(default=4, ge=1, le=256, description="The smallest system drawn in training.")
     hidden: int = Field(default=64, ge=8, le=1024, description="Width of the policy's layers. A wider policy's own "
-                        "rollouts are a little cheaper, but after the lookahead that plans use, 128 saved no more than 64 "
-                        "on 50-service systems (5.1% against 5.2% over the best heuristic, two seeds). Wider trains "
-                        "slower on CPUs (2.2 times at 128, 7.7 at 256); on a GPU it trains as fast.")
+                        "rollouts are a little cheaper, but after the lookahead that plans use, 128 and 256 saved no more "
+                        "than 64 on 50-service systems (5.1% and 5.2% against 5.2% over the best heuristic, two seeds "
+                        "each), and wider plans take longer. Wider trains slower on CPUs (2.2 times at 128, 7.7 at "
+                        "256); on a GPU it trains as fast.")
     seed: int = Field(default=1, ge=0, le=2**31 - 1, description="Seed of the training run.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="'auto' trains on a GPU when the worker has one.")
     fresh: bool = Field(default=False, description="Start afresh even when a checkpoint from the same settings exists.")

@@ -419,7 +419,8 @@ def test_every_deployment_s_parameters_are_valid_for_its_flow() -> None:
 
     root = Path(__file__).resolve().parents[2]
     deployments = yaml.safe_load((root / "deployments" / "prefect.yaml").read_text())["deployments"]
-    assert any(d["name"] == "train-planner" and d["parameters"]["training"]["hidden"] == 256 for d in deployments)
+    # the gpu pool's planner trains the default width: a wider one plans no cheaper, only slower (RESULTS.md)
+    assert [d["parameters"] for d in deployments if d["name"] == "train-planner"] == [{}]
     for d in deployments:
         flow = load_flow_from_entrypoint(str(root / d["entrypoint"]))
         flow.validate_parameters(d["parameters"])  # raises ParameterTypeError on a value the flow's form would refuse
