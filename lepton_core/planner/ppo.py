@@ -230,8 +230,12 @@ def save_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimiz
 
 
 def load_checkpoint(path: str | Path, agent: nn.Module, optimizer: optim.Optimizer | None = None) -> dict[str, Any]:
-    """Load weights (and the optimiser state) saved by ``save_checkpoint``; returns the counters."""
-    state = load_weights(path, "training checkpoint", map_location=agent.device)
+    """Load weights (and the optimiser state) saved by ``save_checkpoint``; returns the counters.
+
+    Read onto the CPU whatever the agent's device: ``load_state_dict`` copies the weights and the
+    optimiser's state to their parameters' device, and the rollout's state (the env's arrays, the
+    random generators' states) must stay on the CPU (mapped to CUDA, resuming a run there failed)."""
+    state = load_weights(path, "training checkpoint", map_location="cpu")
     agent.load_state_dict(state["agent"])
     if optimizer is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -264,8 +268,10 @@ def train(envs, agent: nn.Module, cfg: PPOConfig, log_dir: str | Path | None = N
     also holds where the rollout stands (the episodes under way, the random generators, the
     returns so far): a run resumed from it goes on exactly as the run that saved it would have, to
     the last bit on the same machine and thread count, so a killed and retried training trains the
-    same policy as one never stopped. Other envs are reset afresh on resume (seeded from the
-    iteration), and their episodes under way are lost."""
+    same policy as one never stopped. On CUDA a resumed run goes on from the same state, but not
+    to the last bit: some of CUDA's kernels add in no fixed order, so two runs of one seed differ
+    there too. Other envs are reset afresh on resume (seeded from the iteration), and their
+    episodes under way are lost."""
     mode = envs.metadata.get("autoreset_mode")
     if mode not in (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP):
         raise ValueError(f"the vector env's autoreset mode is {mode}; PPO here needs AutoresetMode.SAME_STEP or NEXT_STEP")
