@@ -98,11 +98,12 @@ def run(
     endpoint_url: Annotated[Optional[str], typer.Option(help="Override the S3 endpoint ('embedded' or a URL).")] = None,
     plan_seconds: Annotated[float, typer.Option(min=0, max=3600, help="Seconds the exact planner may search (0: heuristics only).")] = 30.0,
     adapt_epochs: Annotated[int, typer.Option(min=1, max=10000, help="Epochs at most to adapt the model to the cloud's data.")] = 10,
+    parity_images: Annotated[Optional[int], typer.Option(min=10, max=100_000, help="Test images of each domain (on-prem, cloud) the parity check sends to both servers (200 by default).")] = None,
     optimize_trials: Annotated[int, typer.Option(min=0, max=500, help="Serving configurations to measure after integration (0: skip tuning).")] = 6,
 ) -> None:
     """Run the whole migration flow on a spec (the bundled demo when none is given)."""
     from lepton_core.spec import load_spec
-    from lepton_core.spec.params import AdaptOptions, OptimizeOptions, PlanOptions, SpecRef, TargetOverrides
+    from lepton_core.spec.params import AdaptOptions, IntegrateOptions, OptimizeOptions, PlanOptions, SpecRef, TargetOverrides
 
     overrides = TargetOverrides(bucket=bucket, prefix=prefix, endpoint_url=endpoint_url)
     if spec is not None:  # fail fast, before Prefect starts, on a bad spec or override, or a bad on-prem checkpoint
@@ -115,6 +116,7 @@ def run(
 
     report = migrate(spec=SpecRef(path=str(spec.resolve()) if spec else None), target=overrides,
                      planning=PlanOptions(exact_seconds=plan_seconds), adapting=AdaptOptions(max_epochs=adapt_epochs),
+                     integrating=IntegrateOptions(**({"golden_per_domain": parity_images} if parity_images else {})),
                      optimizing=OptimizeOptions(enabled=optimize_trials > 0, trials=max(1, optimize_trials)))
     typer.echo(f"migration finished; report: {report}")
     from lepton_core.state import store_dir

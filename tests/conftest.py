@@ -75,6 +75,11 @@ def spec_variant(demo_full: Path, name: str, quick_choice: bool = False, **slo: 
 # images replayed) depends on the machine's numerics: 84.1% on an AVX2 CPU in fp32, 90% or more
 # (0.9 passed) on AVX512-BF16 CPUs in bf16-mixed. The demo asks 97% of its fifteen epochs.
 ONE_EPOCH_SLO = {"min_agreement": 0.75, "p95_latency_ms": 2000}
+# The parity check's golden images per domain in the flow tests, which check its wiring (its
+# thresholds, on the default 200, are tested in tests/serving/test_parity.py): 50 of each domain
+# leave 40-odd on-prem right answers, against the quarter ONE_EPOCH_SLO lets go, and save about
+# 15 s of sequential requests an integration.
+QUICK_PARITY_IMAGES = 50
 
 
 @pytest.fixture(scope="session")

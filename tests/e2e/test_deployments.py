@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from lepton_core.store import EmbeddedStore, ObjectStore
-from tests.conftest import ONE_EPOCH_SLO, quick_cloud_choice
+from tests.conftest import ONE_EPOCH_SLO, QUICK_PARITY_IMAGES, quick_cloud_choice
 from tests.e2e.conftest import stop_group
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +119,7 @@ def test_a_failed_deployment_run_resumes_on_retry(demo_full: Path, user_env: dic
             checkpoint.write_bytes(b"not a checkpoint")  # the on-prem model is broken: adaptation fails, not before
             run = client.create_flow_run_from_deployment(deployments["migrate"].id, parameters={
                 "spec": {"path": str(spec)}, "target": {"prefix": PREFIX}, "planning": {"exact_seconds": 2},
-                "adapting": {"max_epochs": 1, "compare_scratch": False},
+                "adapting": {"max_epochs": 1, "compare_scratch": False}, "integrating": {"golden_per_domain": QUICK_PARITY_IMAGES},
                 "optimizing": {"enabled": False}})  # serving optimisation: tests/flows/test_optimize.py
 
             # the object store goes down mid-run, once the first dataset is in, and is started again

@@ -3,9 +3,11 @@ a real server are in test_deployments.py)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
+from tests.conftest import QUICK_PARITY_IMAGES
 from tests.e2e.conftest import lepton
 
 
@@ -15,10 +17,13 @@ def report_of(proc: subprocess.CompletedProcess) -> Path:
 
 
 def test_run_with_an_ephemeral_prefect(demo_relaxed: Path, user_env: dict[str, str]) -> None:
-    proc = lepton(["run", str(demo_relaxed), "--plan-seconds", "2", "--adapt-epochs", "1", "--optimize-trials", "0"], user_env)
+    proc = lepton(["run", str(demo_relaxed), "--plan-seconds", "2", "--adapt-epochs", "1", "--parity-images", str(QUICK_PARITY_IMAGES),
+                   "--optimize-trials", "0"], user_env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     report = report_of(proc)
     assert report.is_file() and "- status: **ok**" in report.read_text()
+    parity = json.loads((report.parent / "integrate" / "parity.json").read_text())
+    assert parity["passed"] and parity["images"] == {"source": QUICK_PARITY_IMAGES, "target": QUICK_PARITY_IMAGES}
     assert "the embedded object store is still running at http://127.0.0.1:" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
 

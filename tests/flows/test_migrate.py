@@ -15,7 +15,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from flows.migrate import migrate
 from lepton_core.errors import is_transient
 from lepton_core.spec import SpecError, TargetSpec
-from lepton_core.spec.params import AdaptOptions, OptimizeOptions, PlanOptions, SpecRef, TargetOverrides
+from lepton_core.spec.params import AdaptOptions, IntegrateOptions, OptimizeOptions, PlanOptions, SpecRef, TargetOverrides
 
 QUICK_ADAPT = AdaptOptions(max_epochs=1, compare_scratch=False)  # adaptation itself is tested in tests/flows/test_adapt.py
 # the baseline alone, briefly: the search is tested in tests/unit/test_optimize.py and tests/flows/test_optimize.py
@@ -23,7 +23,9 @@ QUICK_OPTIMIZE = OptimizeOptions(trials=1, step_seconds=1.0, max_steps=3, eval_i
 from lepton_core.state import store_dir
 from lepton_core.store import EmbeddedStore, ObjectStore, StoreAuthError, StoreError
 from lepton_core.store.target import PROBE_KEY, TargetInfo
-from tests.conftest import quick_cloud_choice
+from tests.conftest import QUICK_PARITY_IMAGES, quick_cloud_choice
+
+QUICK_INTEGRATE = IntegrateOptions(golden_per_domain=QUICK_PARITY_IMAGES)  # parity itself: tests/serving/test_parity.py
 
 
 def task_runs(flow_run_id) -> dict[str, object]:
@@ -35,7 +37,8 @@ def task_runs(flow_run_id) -> dict[str, object]:
 
 def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow_home: Path) -> None:
     state = migrate(spec=SpecRef(path=str(demo_relaxed)), target=TargetOverrides(prefix="flow-test"),
-                    planning=PlanOptions(exact_seconds=5), adapting=QUICK_ADAPT, optimizing=QUICK_OPTIMIZE, return_state=True)
+                    planning=PlanOptions(exact_seconds=5), adapting=QUICK_ADAPT, integrating=QUICK_INTEGRATE,
+                    optimizing=QUICK_OPTIMIZE, return_state=True)
     assert state.is_completed(), state.message
     report = Path(state.result())
     assert report.parent.parent == flow_home / "runs"
@@ -113,7 +116,8 @@ def test_migrate_on_the_demo_writes_report_and_artifact(demo_relaxed: Path, flow
 
     assert len(read_manifest(store, "lepton-demo", "flow-test/datasets/digits-cloud").objects) == 1797
     again = migrate(spec=SpecRef(path=str(demo_relaxed)), target=TargetOverrides(prefix="flow-test"),
-                    planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT, optimizing=QUICK_OPTIMIZE, return_state=True)
+                    planning=PlanOptions(exact_seconds=0), adapting=QUICK_ADAPT, integrating=QUICK_INTEGRATE,
+                    optimizing=QUICK_OPTIMIZE, return_state=True)
     again_text = Path(again.result()).read_text()
     assert "(0 sent this run)" in again_text
     # the second run of the same migration keeps the cloud the first one chose, without comparing again
