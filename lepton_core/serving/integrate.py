@@ -118,7 +118,8 @@ def integrate(loaded: LoadedSpec, candidate: str, options: IntegrateOptions, sta
 def cutover_bundle(loaded: LoadedSpec, version, onprem: str, parity: ParityResult, config, out: Path, store) -> tuple[Path, str]:
     """What the cloud side needs to serve the candidate, with no secret in it: the version and its
     checksum, the endpoint's configuration and a deployment manifest; written locally and uploaded
-    to ``s3://BUCKET/PREFIX/cutover/VERSION/``."""
+    to ``s3://BUCKET/PREFIX/cutover/VERSION/``, where it replaces what an earlier run left (an
+    earlier serving optimisation's ``serving.json`` and calibration images included)."""
     spec, model = loaded.spec, loaded.spec.model
     endpoint = {"port": 8000, "bind": "0.0.0.0 inside the cloud's network (lepton binds 127.0.0.1 unless told)",
                 "predict": "POST /predict {\"image\": BASE64} or {\"images\": [BASE64, ...]}", "health": "GET /health",
@@ -148,7 +149,13 @@ def cutover_bundle(loaded: LoadedSpec, version, onprem: str, parity: ParityResul
     atomic_write_text(out / "cutover.json", json.dumps(cutover, indent=2))
     atomic_write_text(out / "deployment.yaml", yaml.safe_dump(deployment, sort_keys=False))
     prefix = "/".join(p for p in (spec.target.prefix, "cutover", version.model, version.version) if p)
+    # An earlier run's serving optimisation of this version left its choice beside the bundle; this
+    # bundle serves ``config``, so that choice goes. serving.json first (until the new files land,
+    # the old bundle, which carries the same choice, stays whole), the int8 calibration images it
+    # shipped last (the old bundle's command names them).
+    store.delete(spec.target.bucket, f"{prefix}/serving.json")
     for name in ("cutover.json", "deployment.yaml"):
         store.put_bytes(spec.target.bucket, f"{prefix}/{name}", (out / name).read_bytes(),
                         content_type="application/json" if name.endswith(".json") else "application/yaml")
+    store.delete(spec.target.bucket, f"{prefix}/calibration.npy")
     return out, f"s3://{spec.target.bucket}/{prefix}/"

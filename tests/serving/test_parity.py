@@ -97,6 +97,11 @@ def test_the_demos_adapted_model_passes_parity_and_becomes_the_candidate(demo_pa
     # after three, 98.4% of 192 on this machine
     adapted = adapt_model(loaded, AdaptOptions(data="location", max_epochs=3, compare_scratch=False, replay_fraction=1.0),
                           home, tmp_path / "run")
+    # an earlier run's serving optimisation of this version left its choice beside the bundle
+    store = open_store(loaded.spec.target, home)
+    bundle = f"digits-demo/cutover/digits-classifier/{adapted.version}"
+    store.put_bytes("lepton-demo", f"{bundle}/serving.json", b'{"serving": {"precision": "int8"}}')
+    store.put_bytes("lepton-demo", f"{bundle}/calibration.npy", b"earlier")
     result = integrate(loaded, adapted.version, OPTIONS, home, tmp_path / "run")
     p = result.parity
     assert p.passed and p.agreement >= 0.97 and p.accuracy["candidate"]["target"] > p.accuracy["on-prem"]["target"] + 0.5
@@ -111,5 +116,6 @@ def test_the_demos_adapted_model_passes_parity_and_becomes_the_candidate(demo_pa
     for name in ("cutover.json", "deployment.yaml"):
         text = (result.bundle / name).read_text()
         assert secret not in text and "secret_access_key" not in text.lower()
-    uploaded = {o.key.rsplit("/", 1)[1] for o in registry.store.list("lepton-demo", f"digits-demo/cutover/digits-classifier/{adapted.version}/")}
+    # the fresh bundle alone: the earlier choice, which it does not serve, is gone
+    uploaded = {o.key.rsplit("/", 1)[1] for o in registry.store.list("lepton-demo", f"{bundle}/")}
     assert uploaded == {"cutover.json", "deployment.yaml"}
