@@ -18,7 +18,7 @@ import typer
 from lepton_core.errors import LeptonError
 
 app = typer.Typer(
-    name="lepton", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="lepton", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown",
     help="Move an AI system (its data, models and services) from on-prem machines to a cloud.",
 )
 store_app = typer.Typer(no_args_is_help=True, help="The embedded S3 server (SeaweedFS on 127.0.0.1).")

@@ -1,6 +1,6 @@
 """Where the command line writes: a destination it cannot write is refused in one line before the
 work starts (exit code 2), and a file the machine refuses mid-way is its name and the reason
-(exit code 1), never an 'unexpected' error."""
+(exit code 1), never an 'unexpected' error. And the command list `lepton --help` prints."""
 
 from __future__ import annotations
 
@@ -55,3 +55,19 @@ def test_a_file_the_machine_refuses_mid_way_is_named_with_the_reason(demo_data: 
     monkeypatch.setattr(lepton_core.sim.chart, "gantt_png", full)
     out = CliRunner().invoke(app, ["plan", str(demo_data), "--chart", str(tmp_path / "gantt.png")])
     assert out.exit_code == 1 and out.stderr == f"error: {tmp_path / 'gantt.png'}: No space left on device\n"
+
+
+def test_the_command_list_gives_each_commands_summary_as_one_sentence() -> None:
+    """`lepton --help` lists each command with its docstring's first paragraph; a summary wrapped
+    over two lines in the source reads as one sentence there, not broken where the source broke it."""
+    import inspect
+
+    import typer.main
+
+    out = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "400"}, terminal_width=400)
+    assert out.exit_code == 0
+    listed = {line.strip("│ ").split(" ", 1)[0]: " ".join(line.strip("│ ").split()[1:]) for line in out.stdout.splitlines()}
+    group = typer.main.get_group(app)
+    for name, command in group.commands.items():
+        summary = " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split())
+        assert listed.get(name) == summary, (name, listed.get(name))
