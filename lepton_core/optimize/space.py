@@ -55,7 +55,7 @@ class Candidate:
     def label(self) -> str:
         parts = [self.runtime, self.precision] + (["channels_last"] if self.channels_last else [])
         parts += [f"batch {self.max_batch_size}"] + ([f"wait {self.batch_timeout_ms} ms"] if self.max_batch_size > 1 else [])
-        parts += [f"{self.threads or 'all'} threads", f"{self.workers} worker{'s' if self.workers > 1 else ''}"]
+        parts += [f"{self.threads or 'all'} thread{'' if self.threads == 1 else 's'}", f"{self.workers} worker{'s' if self.workers > 1 else ''}"]
         return ", ".join(parts)
 
     def record(self) -> dict:

@@ -193,3 +193,11 @@ def test_a_batching_wait_without_batching_is_the_same_configuration():
     assert a.canonical() == Candidate(max_batch_size=1, threads=2) == baseline(2)
     b = Candidate(max_batch_size=8, batch_timeout_ms=20)
     assert b.canonical() == b
+
+
+def test_a_configurations_label_names_what_it_serves_with():
+    """The label the report, the trials table and the logs show: singular for one thread or worker."""
+    assert (Candidate(runtime="onnx", precision="int8", max_batch_size=8, batch_timeout_ms=20, threads=1, workers=1).label()
+            == "onnx, int8, batch 8, wait 20 ms, 1 thread, 1 worker")
+    assert Candidate(max_batch_size=1, threads=2, workers=3).label() == "eager, fp32, batch 1, 2 threads, 3 workers"
+    assert Candidate(threads=0, channels_last=True).label().endswith("channels_last, batch 1, all threads, 1 worker")
