@@ -30,6 +30,7 @@ from lepton_core.errors import UsageError
 from lepton_core.fsutil import atomic_write_bytes, default_mode
 from lepton_core.gcpause import gc_paused
 from lepton_core.store.objectstore import ObjectInfo, ObjectStore, StoreError
+from lepton_core.text import counted
 
 HEAD_THREADS = 16
 
@@ -75,8 +76,8 @@ class TransferSummary:
     def line(self) -> str:
         if self.note:
             return f"{self.dataset}: {self.note}"
-        extra = f", {self.extra_on_target} objects on the target that the source does not have (kept)" if self.extra_on_target else ""
-        return (f"{self.dataset}: {self.objects} objects ({self.total_bytes / 1e6:.1f} MB) at {self.destination}: "
+        extra = f", {counted(self.extra_on_target, 'object')} on the target that the source does not have (kept)" if self.extra_on_target else ""
+        return (f"{self.dataset}: {counted(self.objects, 'object')} ({self.total_bytes / 1e6:.1f} MB) at {self.destination}: "
                 f"{self.sent} sent ({self.sent_bytes / 1e6:.1f} MB, {self.resent} re-sent), {self.skipped} already there{extra}, "
                 f"{self.seconds:.1f} s, {self.mb_per_s:.1f} MB/s")
 
@@ -269,7 +270,7 @@ def _raise_first(errors: list[StoreError]) -> None:
     first = errors[0]
     if len(errors) == 1:
         raise first
-    raise type(first)(f"{first} (and {len(errors) - 1} more failed objects)", transient=first.transient)
+    raise type(first)(f"{first} (and {len(errors) - 1} more failed object{'' if len(errors) == 2 else 's'})", transient=first.transient)
 
 
 def _have(path: Path, entry: ManifestEntry) -> bool:

@@ -159,7 +159,7 @@ class OptimizationResult:
 
     def summary(self) -> str:
         p, m = self.chosen["placement"], self.chosen["measurement"]
-        text = (f"{self.model} {self.version}: {Candidate(**m['candidate']).label()} serves {m['rate_rps']:g} req/s "
+        text = (f"{self.model} {self.version}: {Candidate(**m['candidate']).label()} serves {m['rate_rps']:.1f} req/s "
                 f"at p95 {m['latency_ms']['p95']:.1f} ms (SLO {self.slo_p95_ms:g} ms); ${p['usd_per_million']:.4f} per million "
                 f"on {p['replicas']} x {p['instance']}")
         if self.speedup_vs_baseline:

@@ -11,6 +11,7 @@ from lepton_core.report.run_report import StageResult
 from lepton_core.sim.plan import Plan, cheapest
 from lepton_core.spec import LoadedSpec
 from lepton_core.store.target import TargetInfo
+from lepton_core.text import counted
 from lepton_core.validation.drift import DriftReport
 from lepton_core.validation.gate import GateResult
 
@@ -34,7 +35,7 @@ def spec_stage(loaded: LoadedSpec) -> StageResult:
         ("SLOs", f"p95 latency {spec.slo.p95_latency_ms:g} ms, downtime at most {spec.slo.max_downtime_minutes:g} min"),
         ("budget", f"migration ${spec.budget.migration_usd:,.0f}, monthly ${spec.budget.monthly_usd:,.0f}"),
     ]
-    return StageResult(stage="spec", status="ok", summary=f"{spec.name}: {len(spec.datasets)} datasets, {len(spec.services)} services",
+    return StageResult(stage="spec", status="ok", summary=f"{spec.name}: {counted(len(spec.datasets), 'dataset')}, {counted(len(spec.services), 'service')}",
                        details=tuple(details))
 
 
@@ -54,13 +55,13 @@ def data_stage(summaries: list[TransferSummary]) -> StageResult:
         if s.note:
             rows.append((s.dataset, f"{s.source}: {s.note}"))
             continue
-        extra = f"; {s.extra_on_target} objects on the target that the source does not have (kept)" if s.extra_on_target else ""
-        rows.append((s.dataset, f"{s.objects} objects, {s.total_bytes / 1e6:.1f} MB -> {s.destination}; "
+        extra = f"; {counted(s.extra_on_target, 'object')} on the target that the source does not have (kept)" if s.extra_on_target else ""
+        rows.append((s.dataset, f"{counted(s.objects, 'object')}, {s.total_bytes / 1e6:.1f} MB -> {s.destination}; "
                                 f"{s.sent} sent ({s.resent} re-sent), {s.skipped} already there; {s.mb_per_s:.1f} MB/s{extra}"))
     sent = sum(s.sent for s in summaries)
     total = sum(s.objects for s in summaries)
     return StageResult(stage="data migration", status="ok",
-                       summary=f"{len(summaries)} datasets, {total} objects verified ({sent} sent this run)", details=tuple(rows))
+                       summary=f"{counted(len(summaries), 'dataset')}, {counted(total, 'object')} verified ({sent} sent this run)", details=tuple(rows))
 
 
 def _relative(path: str | None, run_dir: str | None) -> str:
@@ -77,14 +78,14 @@ def validation_stage(results: list[GateResult], side: str, run_dir: str | None =
     if docs_uri:
         rows.append(("Data Docs", f"all gates of this run, uploaded to {docs_uri}"))
     return StageResult(stage=f"{side} validation", status="ok",
-                       summary=f"{len(results)} datasets passed ({sum(len(r.checks) for r in results)} expectations)", details=tuple(rows))
+                       summary=f"{counted(len(results), 'dataset')} passed ({counted(sum(len(r.checks) for r in results), 'expectation')})", details=tuple(rows))
 
 
 def drift_stage(reports: list[DriftReport]) -> StageResult:
     """Distances from 0 (same distribution) to 1; a limit in the spec would have failed the run before here."""
     if not reports:
         return StageResult(stage="drift", status="skipped", summary="no dataset names a baseline to compare with")
-    rows = tuple((f"{r.dataset} vs {r.baseline}", r.summary()) for r in reports)
+    rows = tuple((f"{r.dataset} vs {r.baseline}", r.distances()) for r in reports)
     worst = max(reports, key=lambda r: r.max_distance)
     return StageResult(stage="drift", status="ok", details=rows,
                        summary=f"{len(reports)} comparison{'' if len(reports) == 1 else 's'}; largest distance {worst.max_distance:.3f} ({worst.dataset} vs {worst.baseline})")
@@ -157,14 +158,14 @@ def serving_stage(result: OptimizationResult, run_dir: str) -> StageResult:
 
     m, p = result.chosen["measurement"], result.chosen["placement"]
     rows = [("chosen", Candidate(**m["candidate"]).label()),
-            ("at the SLO", f"{m['rate_rps']:g} requests/s per server at p95 {m['latency_ms']['p95']:.1f} ms "
+            ("at the SLO", f"{m['rate_rps']:.1f} requests/s per server at p95 {m['latency_ms']['p95']:.1f} ms "
                            f"(SLO {result.slo_p95_ms:g} ms), {m['cpu_cores'] or m['cores']:g} cores busy, {result.device}"),
             ("cost", f"${p['usd_per_million']:.4f} per million predictions on {p['replicas']} x {p['instance']} "
                      f"(${p['price_per_hour']:g}/h)"),
             ("accuracy change", f"{m['accuracy_delta']:+.2f} points against eager fp32")]
     if result.baseline and result.baseline["placement"]:
         b, bp = result.baseline["measurement"], result.baseline["placement"]
-        rows.append(("baseline", f"eager fp32, batch 1: {b['rate_rps']:g} requests/s at p95 {b['latency_ms']['p95']:.1f} ms, "
+        rows.append(("baseline", f"eager fp32, batch 1: {b['rate_rps']:.1f} requests/s at p95 {b['latency_ms']['p95']:.1f} ms, "
                                  f"${bp['usd_per_million']:.4f} per million"))
         rows.append(("gain", f"{result.speedup_vs_baseline:.2f}x throughput per core, {result.cost_ratio:.2f}x cheaper"))
     rows += [("trials", f"{result.trials} ({result.skipped} skipped, {result.rejected} rejected); {result.stopped}"),

@@ -51,8 +51,8 @@ class GateResult:
         return all(c.success for c in self.checks)
 
     def rows_text(self) -> str:
-        """``1797 images rows, 30 classes rows``: how much each table of the gate held."""
-        return ", ".join(f"{n} {table} rows" for table, n in self.rows.items())
+        """``images (1797 rows), classes (30 rows)``: how much each table of the gate held."""
+        return ", ".join(f"{table} ({n} row{'' if n == 1 else 's'})" for table, n in self.rows.items())
 
     @property
     def failures(self) -> tuple[CheckResult, ...]:
@@ -60,7 +60,7 @@ class GateResult:
 
     def message(self) -> str:
         first = self.failures[0]
-        more = f" (and {len(self.failures) - 1} more failed expectations)" if len(self.failures) > 1 else ""
+        more = f" (and {len(self.failures) - 1} more failed expectation{'' if len(self.failures) == 2 else 's'})" if len(self.failures) > 1 else ""
         return f"{self.side} validation of dataset {self.dataset!r} failed: {first.line()}{more}"
 
 

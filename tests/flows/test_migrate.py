@@ -178,7 +178,7 @@ def test_bad_source_data_fails_the_run_at_the_gate(demo_data: Path, tmp_path: Pa
 
     with pytest.raises(ValidationFailed, match=r"^source validation of dataset 'digits-cloud' failed: "
                                                r"expect_column_values_to_be_in_set\(column=folder_exists\) on classes: 1 unexpected; e.g. test/9 "
-                                               r"\(and 1 more failed expectations\)$"):
+                                               r"\(and 1 more failed expectation\)$"):
         state.result()
     runs = task_runs(state.state_details.flow_run_id)
     assert runs["validate-source-digits-cloud"].run_count == 1  # bad data is not retried

@@ -97,7 +97,7 @@ def test_rerun_with_nothing_changed_sends_nothing(tools, tmp_path: Path) -> None
     (src / "d1" / "f1.bin").unlink()
     fourth = upload_dataset("rerun", src, store, transfer, store.bucket, prefix, cache)
     assert (fourth.sent, fourth.extra_on_target) == (0, 1)
-    assert "1 objects on the target that the source does not have (kept)" in fourth.line()
+    assert "1 object on the target that the source does not have (kept)" in fourth.line()
     assert f"{prefix}/d1/f1.bin" not in read_manifest(store, store.bucket, prefix).by_key()
 
 
@@ -180,7 +180,7 @@ def test_wrong_credentials_fail_clearly_and_write_no_manifest(tools, tmp_path: P
     bad = StoreSettings(endpoint_url=store.settings.endpoint_url, access_key_id=store.settings.access_key_id,
                         secret_access_key="wrong-secret")
     prefix = dataset_prefix("mig", "creds")
-    with pytest.raises(StoreAuthError, match=r"rejected the credentials .*SignatureDoesNotMatch \(and 1 more failed objects\)") as err:
+    with pytest.raises(StoreAuthError, match=r"rejected the credentials .*SignatureDoesNotMatch \(and 1 more failed object\)") as err:
         upload_dataset("creds", src, store, CrtTransfer(bad), store.bucket, prefix, cache)
     assert "wrong-secret" not in str(err.value) and not is_transient(err.value)
     assert read_manifest(store, store.bucket, prefix) is None

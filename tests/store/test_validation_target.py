@@ -88,13 +88,13 @@ def test_cli_validate_target(copied, demo_data: Path) -> None:
     loaded, _, store = copied  # the state_root fixture points LEPTON_HOME at this copy's server
     runner = CliRunner()
     ok = runner.invoke(app, ["validate", str(demo_data), "--side", "target", "--dataset", "request-log"])
-    assert ok.exit_code == 0 and ok.stdout.startswith("request-log: 7 expectations passed on 1 copy rows, 32 columns rows")
+    assert ok.exit_code == 0 and ok.stdout.startswith("request-log: 7 expectations passed on copy (1 row), columns (32 rows)")
     key = "digits-demo/datasets/request-log/request-log.parquet"
     store.client.put_object(Bucket="lepton-demo", Key=key, Body=b"not the table")
     bad = runner.invoke(app, ["validate", str(demo_data), "--side", "target", "--dataset", "request-log"])
     assert bad.exit_code == 2
     assert bad.stderr == ("error: target validation of dataset 'request-log' failed: expect_column_values_to_be_in_set"
-                          "(column=size_as_verified) on copy: 1 unexpected; e.g. request-log.parquet (and 1 more failed expectations)\n")
+                          "(column=size_as_verified) on copy: 1 unexpected; e.g. request-log.parquet (and 1 more failed expectation)\n")
 
 
 def test_a_table_copy_is_read_back_and_its_column_statistics_compared(copied, tmp_path: Path) -> None:

@@ -143,11 +143,11 @@ def test_cli_validate(demo_copy: Path) -> None:
 
     runner = CliRunner()
     ok = runner.invoke(app, ["validate", str(demo_copy / "spec.yaml"), "--dataset", "request-log"])
-    assert ok.exit_code == 0 and ok.stdout.startswith("request-log: 23 expectations passed on 5000 table rows")
+    assert ok.exit_code == 0 and ok.stdout.startswith("request-log: 23 expectations passed on table (5000 rows)")
     shutil.rmtree(demo_copy / "data/digits-onprem/train/0")
     bad = runner.invoke(app, ["validate", str(demo_copy / "spec.yaml")])
     assert bad.exit_code == 2
     assert bad.stderr == ("error: source validation of dataset 'digits-onprem' failed: expect_column_values_to_be_in_set(column=folder_exists) "
-                          "on classes: 1 unexpected; e.g. train/0 (and 1 more failed expectations)\n")
+                          "on classes: 1 unexpected; e.g. train/0 (and 1 more failed expectation)\n")
     unknown = runner.invoke(app, ["validate", str(demo_copy / "spec.yaml"), "--dataset", "nope"])
     assert unknown.exit_code == 2 and "--dataset nope: no local dataset of that name" in unknown.stderr
