@@ -208,14 +208,17 @@ def plan(
     time_limit: Annotated[float, typer.Option(min=0.1, max=3600, help="Seconds the exact planner may search before it returns its best plan and bound.")] = 60.0,
     policy: Annotated[Optional[Path], typer.Option(help="The trained planner's policy.pt (default: the one `lepton train-planner` wrote; --method all uses it when it exists).")] = None,
     chart: Annotated[Optional[Path], typer.Option(help="Write a Gantt chart of the plan (the cheapest, with --method all) to this PNG file.")] = None,
-    cloud: Annotated[Optional[str], typer.Option(help="Plan on this one of the spec's cloud_choice.candidates (default: the target's catalogue; the first candidate when the provider is auto).")] = None,
+    cloud: Annotated[Optional[str], typer.Option(help="Plan on this one of the spec's cloud_choice.candidates (default: the target's catalogue; with provider auto, the cloud the migration chose, or the first candidate before one has).")] = None,
 ) -> None:
     """Plan the migration of the spec's services in the simulator and print the plan and its cost."""
+    from lepton_core.choice.record import settled
     from lepton_core.sim.plan import cheapest, compare, comparison_lines, cost_lower_bound, make_plan, plan_lines
     from lepton_core.sim.scenario import from_spec
     from lepton_core.spec import load_spec
 
     loaded = load_spec(spec)
+    if cloud is None:  # on the cloud the migration moved to, as its flow plans
+        loaded = settled(loaded, required=False)
     scenario = from_spec(loaded, link=link, seed=seed, catalogue=loaded.candidate(cloud) if cloud else None)
     if chart:
         _check_output_file(chart, "--chart")

@@ -247,3 +247,11 @@ def test_a_migration_stays_on_the_cloud_it_chose(tmp_path: Path, state_root: Pat
     # compare-clouds compares afresh and says which cloud the migration is bound to
     result = CliRunner().invoke(app, ["compare-clouds", str(write_spec(tmp_path / "s"))])
     assert result.exit_code == 0 and "this migration is bound to beta.yaml (chosen by run run-1" in result.output
+    # plan plans on the chosen cloud's catalogue (the first candidate's only when asked for)
+    beta = [i["name"] for i in BETA["instances"]]
+    planned = CliRunner().invoke(app, ["plan", str(write_spec(tmp_path / "s"))])
+    assert planned.exit_code == 0 and any(name in planned.output for name in beta), planned.output
+    asked = CliRunner().invoke(app, ["plan", str(write_spec(tmp_path / "s")), "--cloud", "alpha.yaml"])
+    assert asked.exit_code == 0 and not any(name in asked.output for name in beta), asked.output
+    unchosen = CliRunner().invoke(app, ["plan", str(other.path)])  # the other migration, no record yet: the first candidate
+    assert unchosen.exit_code == 0 and not any(name in unchosen.output for name in beta), unchosen.output
