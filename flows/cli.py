@@ -654,12 +654,20 @@ def registry_list(spec: Annotated[Path, typer.Argument(help="The spec YAML file.
     from lepton_core.registry import STAGES
 
     name, registry = _registry(spec)
+    versions = registry.versions(name)
+    if not versions:
+        typer.echo(f"no version of {name} in {registry.model_uri(name)} yet (the adapt stage registers one)")
+        return
     stages = {s: registry.stage(name, s) for s in STAGES}
-    for v in registry.versions(name):
-        held = [s for s, p in stages.items() if p and p.version == v.version]
+    rows = [("version", "created", "kind", "target accuracy", "stages")]
+    for v in versions:
         acc = v.card.get("metrics", {}).get("adapted", {}).get("accuracy")
-        typer.echo(f"{v.version}  {v.card.get('created_at', '')[:19]}  {v.card.get('kind', 'adapted')}"
-                   + (f"  target accuracy {acc:.1%}" if acc is not None else "") + (f"  [{', '.join(held)}]" if held else ""))
+        rows.append((v.version, v.card.get("created_at", "")[:19], v.card.get("kind", "adapted"),
+                     f"{acc:.1%}" if acc is not None else "-",
+                     ", ".join(s for s, p in stages.items() if p and p.version == v.version) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        typer.echo("  ".join([c.ljust(w) for c, w in zip(r, widths)] + [r[-1]]))
 
 
 @registry_app.command("promote")

@@ -81,6 +81,10 @@ class Registry:
     def _key(self, model: str, *parts: str) -> str:
         return "/".join(p for p in (self.root, model, *parts) if p)
 
+    def model_uri(self, model: str) -> str:
+        """``s3://bucket/root/model/``: where ``model``'s versions and stages live."""
+        return f"s3://{self.bucket}/{self._key(model)}/"
+
     # -- versions ----------------------------------------------------------------------------
     def register(self, model: str, version: str, checkpoint: str | os.PathLike, card: dict[str, Any]) -> ModelVersion:
         """Upload the checkpoint, check it arrived whole, then write the card (last). The card gets
@@ -104,11 +108,16 @@ class Registry:
         return ModelVersion(model, version, self.bucket, prefix, card)
 
     def versions(self, model: str) -> list[ModelVersion]:
-        """Every complete version of ``model`` (one with a card), oldest first."""
+        """Every complete version of ``model`` (one with a card), oldest first; none where the
+        bucket does not exist yet (nothing was registered)."""
+        try:
+            keys = [obj.key for obj in self.store.list(self.bucket, self._key(model, "versions") + "/")]
+        except ObjectNotFound:  # (the store's error for a missing bucket)
+            return []
         found = []
-        for obj in self.store.list(self.bucket, self._key(model, "versions") + "/"):
-            if obj.key.endswith("/" + CARD):
-                version = obj.key.rsplit("/", 2)[1]
+        for key in keys:
+            if key.endswith("/" + CARD):
+                version = key.rsplit("/", 2)[1]
                 found.append(self.get(model, version))
         return sorted(found, key=lambda v: (v.card.get("created_at", ""), v.version))
 

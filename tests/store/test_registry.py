@@ -110,3 +110,38 @@ def test_concurrent_promotions_cannot_both_win_and_readers_never_see_half_a_poin
     assert len(winners) == 1 and len(outcomes) == 7
     assert registry.stage("digits", "production").version == winners[0]
     assert set(seen) <= {"v0", winners[0]} and seen
+
+
+def test_registry_list_shows_each_version_with_its_stages_in_columns(demo_full: Path, state_root: Path, tmp_path: Path) -> None:
+    """`lepton registry list SPEC`: a header, one aligned row a version (oldest first), '-' where a
+    version has no accuracy or stage; before anything is registered, one line that says so."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from lepton_core.spec import load_spec
+    from lepton_core.state import store_dir
+    from lepton_core.store import EmbeddedStore
+    from lepton_core.store.target import open_store
+
+    runner = CliRunner()
+    try:
+        target = load_spec(demo_full).spec.target
+        registry = Registry.for_target(target, open_store(target, state_root, start=True))
+        empty = runner.invoke(app, ["registry", "list", str(demo_full)])
+        assert empty.exit_code == 0, empty.stderr
+        assert empty.stdout == f"no version of digits-classifier in {registry.model_uri('digits-classifier')} yet (the adapt stage registers one)\n"
+        registry.register("digits-classifier", "onprem-1", checkpoint(tmp_path, "a.pt", b"a"),
+                          {"created_at": "2026-12-01T10:00:00+00:00", "kind": "on-prem"})
+        registry.register("digits-classifier", "3f2a", checkpoint(tmp_path, "b.pt", b"b"),
+                          {"created_at": "2026-12-02T11:30:00+00:00", "metrics": {"adapted": {"accuracy": 0.964}}})
+        registry.promote("digits-classifier", "onprem-1", "production")
+        registry.promote("digits-classifier", "3f2a", "candidate")
+        listed = runner.invoke(app, ["registry", "list", str(demo_full)])
+        assert listed.exit_code == 0
+        assert listed.stdout.splitlines() == [
+            "version   created              kind     target accuracy  stages",
+            "onprem-1  2026-12-01T10:00:00  on-prem  -                production",
+            "3f2a      2026-12-02T11:30:00  adapted  96.4%            candidate",
+        ]
+    finally:
+        EmbeddedStore(store_dir(state_root)).down()
