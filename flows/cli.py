@@ -181,7 +181,7 @@ def validate(
             save_profile(run_dir, name, result.profile)
         else:
             result = validate_target(loaded, name, state_dir(), docs_dir(run_dir, "target", name))
-        typer.echo(f"{name}: {len(result.checks)} expectations passed on {result.rows_text()} ({result.seconds:.1f} s)")
+        typer.echo(f"{name}: {len(result.checks)} expectations passed on {result.rows_text()} in {result.seconds:.1f} s")
     for pair in comparisons(loaded.spec, profiles):
         report = drift_report(*pair)
         typer.echo(f"drift: {report.summary()}")
