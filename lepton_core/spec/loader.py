@@ -191,6 +191,12 @@ def _problem(err: dict, data: Any, lines: dict, name: str, model: type[BaseModel
         reason = _unknown_field(path, model)
     elif err["type"] == "missing":
         reason = "required field is missing"
+    elif err["type"] in ("too_short", "too_long"):  # a list with too few or too many entries
+        ctx = err.get("ctx") or {}
+        bound, n = (ctx.get("min_length"), "least") if err["type"] == "too_short" else (ctx.get("max_length"), "most")
+        actual = ctx.get("actual_length")
+        reason = (f"needs at {n} {bound} entr{'y' if bound == 1 else 'ies'}"
+                  + (f", has {actual}" if actual is not None else ""))
     else:
         reason = _reason(err)
     return SpecProblem(name, path, _line(path, lines), reason)

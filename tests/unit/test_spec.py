@@ -102,6 +102,15 @@ def test_missing_required_field(demo_data: Path) -> None:
     check_fails(path, "target.bucket: required field is missing")
 
 
+def test_an_empty_list_says_how_many_entries_it_needs(demo_data: Path) -> None:
+    lines = demo_data.read_text().splitlines(keepends=True)
+    first = next(i for i, line in enumerate(lines) if line == "datasets:\n")
+    last = next(i for i in range(first + 1, len(lines)) if not lines[i].startswith((" ", "-")))  # the next top-level key
+    path = demo_data.parent / "bad-no-datasets.yaml"
+    path.write_text("".join(lines[:first]) + "datasets: []\n" + "".join(lines[last:]))
+    check_fails(path, f"{path}:{first + 1}: datasets: needs at least 1 entry, has 0")
+
+
 def test_duplicate_names(demo_data: Path) -> None:
     path, text = variant(demo_data, "dup", "- name: auth\n", "- name: user-db\n")
     second = [i for i, line in enumerate(text.splitlines(), 1) if line == "- name: user-db"][1]
