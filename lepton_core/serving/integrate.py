@@ -153,9 +153,13 @@ def cutover_bundle(loaded: LoadedSpec, version, onprem: str, parity: ParityResul
     # bundle serves ``config``, so that choice goes. serving.json first (until the new files land,
     # the old bundle, which carries the same choice, stays whole), the int8 calibration images it
     # shipped last (the old bundle's command names them).
-    store.delete(spec.target.bucket, f"{prefix}/serving.json")
+    # (each looked for first: a first bundle, the usual case, needs no permission to delete)
+    stale = [name for name in ("serving.json", "calibration.npy") if store.head(spec.target.bucket, f"{prefix}/{name}")]
+    if "serving.json" in stale:
+        store.delete(spec.target.bucket, f"{prefix}/serving.json")
     for name in ("cutover.json", "deployment.yaml"):
         store.put_bytes(spec.target.bucket, f"{prefix}/{name}", (out / name).read_bytes(),
                         content_type="application/json" if name.endswith(".json") else "application/yaml")
-    store.delete(spec.target.bucket, f"{prefix}/calibration.npy")
+    if "calibration.npy" in stale:
+        store.delete(spec.target.bucket, f"{prefix}/calibration.npy")
     return out, f"s3://{spec.target.bucket}/{prefix}/"
