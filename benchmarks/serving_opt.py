@@ -9,7 +9,8 @@ baseline, which every study measures first), under the same latency SLO, on two 
   with fp32 on 98% of images measured -1.0 point there and -0.3 on 997 others.
 
 Each study runs the real loop (Optuna TPE, seeded) with every configuration measured against
-the real model server under open-loop load from a separate process (``lepton_core.optimize``).
+the real model server under open-loop load (Poisson arrivals unless ``--arrivals constant``) from a
+separate process (``lepton_core.optimize``).
 
 Measured, per model: the baseline's and the chosen configuration's rate at the SLO per core
 busy (the CPU-seconds per second the server's processes used at that rate, HTTP front process
@@ -19,6 +20,7 @@ cost per million predictions on the catalogue, and every trial's status. The top
 least 2, accuracy within 0.5 points).
 
 Run: .venv/bin/python benchmarks/serving_opt.py [--trials 10] [--patience 5] [--step-seconds 2]
+[--arrivals poisson|constant]
 The last line printed is one JSON object.
 """
 
@@ -116,7 +118,8 @@ def study(name: str, ckpt: Path, folder: Path, classes, slo_ms: float, args, wor
 
     evalset = eval_set_from_folder(folder, classes, eval_images, name)
     ref = reference(ckpt, evalset)
-    harness = HarnessSettings(slo_p95_ms=slo_ms, step_seconds=args.step_seconds, max_steps=args.max_steps)
+    harness = HarnessSettings(slo_p95_ms=slo_ms, step_seconds=args.step_seconds, max_steps=args.max_steps,
+                              arrivals=args.arrivals, load_seed=args.seed)
     settings = StudySettings(trials=args.trials, patience=args.patience, seed=args.seed)
     work.mkdir(parents=True, exist_ok=True)
     calibration = write_calibration(folder, classes, ckpt, work / f"{name}-calibration.npy")  # the train split's
@@ -152,6 +155,8 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--step-seconds", type=float, default=2.0)
     parser.add_argument("--max-steps", type=int, default=7)
+    parser.add_argument("--arrivals", choices=("poisson", "constant"), default="poisson",
+                        help="how the load's requests are spaced (the harness's default: poisson)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--demo-slo", type=float, default=150.0, help="p95 SLO for the demo model, ms (the demo spec's)")
     parser.add_argument("--resnet-slo", type=float, default=500.0, help="p95 SLO for resnet18 at 224x224, ms")
@@ -159,7 +164,8 @@ def main() -> None:
     parser.add_argument("--only", choices=("demo", "resnet18_224"), default=None)
     args = parser.parse_args()
     out = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores",
-           "trials": args.trials, "patience": args.patience, "step_seconds": args.step_seconds, "seed": args.seed}
+           "trials": args.trials, "patience": args.patience, "step_seconds": args.step_seconds, "arrivals": args.arrivals,
+           "seed": args.seed}
     with tempfile.TemporaryDirectory(prefix="lepton-serving-opt-") as tmp:
         work = Path(tmp)
         if args.only in (None, "demo"):

@@ -605,9 +605,10 @@ def optimize(
     patience: Annotated[int, typer.Option(min=1, max=500, help="Stop when the best has not improved for this many trials.")] = 5,
     minutes: Annotated[float, typer.Option(min=0, max=10080, help="Start no trial after this many minutes (0: no limit).")] = 0,
     step_seconds: Annotated[float, typer.Option(min=0.5, max=600, help="Seconds of load at each request rate.")] = 2.0,
+    arrivals: Annotated[str, typer.Option(help="How the load's requests are spaced: poisson (independent users) or constant.")] = "poisson",
     tolerance: Annotated[float, typer.Option(min=0, max=100, help="Accuracy points a configuration may lose against fp32.")] = 0.5,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
-    seed: Annotated[int, typer.Option(min=0, help="Seed of the search.")] = 0,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the search and of the load's Poisson arrivals.")] = 0,
     fresh: Annotated[bool, typer.Option(help="Start a new study instead of continuing this model's.")] = False,
 ) -> None:
     """Find the serving configuration that meets the spec's latency SLO at the least cost per
@@ -618,10 +619,12 @@ def optimize(
 
     if device not in ("auto", "cpu", "cuda"):
         raise UsageError(f"--device {device}: one of auto, cpu, cuda")
+    if arrivals not in ("poisson", "constant"):
+        raise UsageError(f"--arrivals {arrivals}: one of poisson, constant")
     if spec is not None:
         load_spec(spec)  # fail fast, before Prefect starts
     options = OptimizeOptions(trials=trials, patience=patience, time_budget_minutes=minutes, step_seconds=step_seconds,
-                              accuracy_tolerance=tolerance, device=device, seed=seed, fresh=fresh)
+                              arrivals=arrivals, accuracy_tolerance=tolerance, device=device, seed=seed, fresh=fresh)
     from flows.optimize import optimize_serving_flow
 
     result = optimize_serving_flow(spec=SpecRef(path=str(spec.resolve()) if spec else None), model=model, optimizing=options)

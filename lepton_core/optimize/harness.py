@@ -5,8 +5,8 @@ starts the model server with it and times the start (set-up and warm-up, which i
 ``torch.compile``'s compilation, come from the server's own log line); (3) sends the fixed
 evaluation set and compares the answers with the fp32 reference, rejecting a configuration whose
 accuracy drops by more than the tolerance; (4) finds the highest request rate whose p95 latency
-still meets the SLO, with an open-loop load from a separate process (``optimize.load``): it
-doubles the rate while the SLO holds, then bisects; (5) samples the memory and CPU time of the
+still meets the SLO, with an open-loop load from a separate process (``optimize.load``; Poisson
+arrivals unless told otherwise): it doubles the rate while the SLO holds, then bisects; (5) samples the memory and CPU time of the
 server's processes throughout, so that a configuration is charged for the cores it kept busy at
 that rate (its HTTP front process included), not for the threads it asked for. The server is stopped when the measurement ends, also on error.
 
@@ -119,6 +119,8 @@ class HarnessSettings:
     min_rate: float = 0.5  # requests/s below which a configuration has no throughput at the SLO
     max_rate: float = 2000.0
     bodies: int = 16  # distinct request bodies the load cycles through
+    arrivals: str = "poisson"  # how requests are spaced: a seeded Poisson process, or "constant" (optimize.load)
+    load_seed: int = 0  # seed of the Poisson arrivals
     device: str = "cpu"
     start_timeout: float = 300.0
 
@@ -254,7 +256,8 @@ def load_step(url: str, bodies: list[Path], rate: float, settings: HarnessSettin
     """One open-loop load step from a separate process (``python -m lepton_core.optimize.load``)."""
     duration = max(settings.step_seconds, settings.min_requests / rate)
     cmd = [sys.executable, "-m", "lepton_core.optimize.load", url, "--rate", f"{rate:.4f}",
-           "--duration", f"{duration:.3f}", "--warm-up", str(settings.warm_up_seconds)]
+           "--duration", f"{duration:.3f}", "--warm-up", str(settings.warm_up_seconds),
+           "--arrivals", settings.arrivals, "--seed", str(settings.load_seed)]
     for b in bodies:
         cmd += ["--body", str(b)]
     limit = 120 + 3 * (duration + settings.warm_up_seconds)

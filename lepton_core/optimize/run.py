@@ -121,7 +121,8 @@ def prepare(loaded: LoadedSpec, model: str | None, options: OptimizeOptions, sta
     ref = reference(checkpoint, evalset)
     device = _device(options.device)
     harness = HarnessSettings(slo_p95_ms=spec.slo.p95_latency_ms, accuracy_tolerance=options.accuracy_tolerance,
-                              step_seconds=options.step_seconds, max_steps=options.max_steps, device=device)
+                              step_seconds=options.step_seconds, max_steps=options.max_steps, arrivals=options.arrivals,
+                              load_seed=options.seed, device=device)
     study = StudySettings(trials=options.trials, patience=options.patience, time_budget_s=60 * options.time_budget_minutes,
                           seed=options.seed)
     sha = sha256_file(checkpoint)

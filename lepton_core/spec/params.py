@@ -164,6 +164,9 @@ class OptimizeOptions(StrictModel):
     patience: int = Field(default=3, ge=1, le=500, description="Stop when the best has not improved for this many trials.")
     time_budget_minutes: float = Field(default=0, ge=0, le=10_080, description="Start no trial after this long (0: no limit).")
     step_seconds: float = Field(default=2.0, ge=0.5, le=600, description="Seconds of open-loop load at each request rate.")
+    arrivals: Literal["poisson", "constant"] = Field(
+        default="poisson", description="How the load's requests are spaced: a Poisson process at each rate (independent "
+                                       "users), or a fixed interval.")
     max_steps: int = Field(default=8, ge=2, le=50, description="Load steps per configuration to find its rate at the SLO.")
     eval_images: int = Field(default=200, ge=10, le=100_000, description="Test images of the model's target data each configuration answers.")
     accuracy_tolerance: float = Field(default=0.5, ge=0, le=100, description="Accuracy points a configuration may lose against eager fp32.")
@@ -171,5 +174,5 @@ class OptimizeOptions(StrictModel):
         default="cloud-copy", description="Where the evaluation images come from: the verified cloud copy, or the "
                                           "dataset's location in the spec.")
     device: Literal["auto", "cpu", "cuda"] = Field(default="auto", description="Where the server runs (auto: a GPU if there is one).")
-    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the search.")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="Seed of the search and of the load's Poisson arrivals.")
     fresh: bool = Field(default=False, description="Start a new study instead of continuing the one for this model and settings.")

@@ -34,7 +34,9 @@ def test_a_deliberately_slow_configuration_measures_slower(onprem: Path, evaluat
     fast = measure(onprem, Candidate(threads=0), evalset, ref, settings, tmp_path)
     # LitServe gathers a batch for up to batch_timeout: at a request or two a second, requests
     # wait up to a 400 ms window (p95 near 400 ms; the median varies from step to step, 100-330 ms
-    # here); and no rate fills 64 images within the SLO (that takes over 400 requests/s)
+    # here); and no rate fills 64 images within the SLO (that takes over 400 requests/s). The
+    # load's Poisson arrivals see the whole window: requests at a fixed interval once fell into
+    # step with it and passed the SLO (tests/unit/test_load.py shows why)
     slow = measure(onprem, Candidate(max_batch_size=64, batch_timeout_ms=400), evalset, ref, settings, tmp_path)
     assert fast.status == OK and fast.rate_rps > 0 and fast.latency_ms["p95"] <= 150
     assert fast.accuracy_delta == 0.0 and fast.agreement == 1.0  # eager fp32 is the reference itself
@@ -105,11 +107,11 @@ def test_load_steps_count_from_when_requests_were_due(onprem: Path, evaluation, 
     settings = HarnessSettings(slo_p95_ms=150, step_seconds=2.0, warm_up_seconds=0.2, min_requests=10)
     with ServerProcess(onprem, log=tmp_path / "server.log") as server:
         easy = load_step(server.url + "/predict", bodies, 2.0, settings)
-        flood = load_step(server.url + "/predict", bodies, 250.0, settings)
+        flood = load_step(server.url + "/predict", bodies, 500.0, settings)
     assert easy["errors"] == 0 and easy["ok"] == easy["requests"] and easy["latency_ms"]["p95"] < 150
     # requests left faster than answers came back: the generator did not wait for the server
     answered_rps = flood["ok"] / (flood["window"][1] - flood["window"][0])
-    assert flood["requests"] == 250 * 2 and flood["achieved_rps"] > 1.3 * answered_rps, (flood, answered_rps)
+    assert flood["requests"] == 500 * 2 and flood["achieved_rps"] > 1.3 * answered_rps, (flood, answered_rps)
     assert flood["latency_ms"]["p95"] > 4 * easy["latency_ms"]["p95"]
 
 

@@ -71,3 +71,8 @@ def test_the_command_list_gives_each_commands_summary_as_one_sentence() -> None:
     for name, command in group.commands.items():
         summary = " ".join(inspect.cleandoc(command.help or "").split("\n\n")[0].split())
         assert listed.get(name) == summary, (name, listed.get(name))
+
+
+def test_an_unknown_arrival_schedule_is_refused_before_any_work() -> None:
+    out = CliRunner().invoke(app, ["optimize", "--arrivals", "burst"])
+    assert out.exit_code == 2 and out.stderr == "error: --arrivals burst: one of poisson, constant\n"  # a usage error
