@@ -8,6 +8,7 @@ failed gate raises ValidationFailed, which is never retried.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,9 @@ def run_suites(name: str, tables: dict[str, Any], expectations: dict[str, list[A
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # that module sets its logger to INFO itself, so each ephemeral context's "Created temporary
+    # directory ... for ephemeral docs site" reached the flow's log, past the root logger's level
+    logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:

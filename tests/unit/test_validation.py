@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 
@@ -31,11 +32,15 @@ def failed(err: ValidationFailed) -> dict[str, tuple[str, ...]]:
     return {f"{c.table}:{c.expectation}": c.examples for c in err.result.failures}
 
 
-def test_demo_data_passes(demo_data: Path) -> None:
+def test_demo_data_passes(demo_data: Path, caplog: pytest.LogCaptureFixture) -> None:
     loaded = load_spec(demo_data)
     for name in ("digits-onprem", "digits-cloud", "request-log"):
         result = validate_local(loaded, name)
         assert result.success and len(result.checks) >= 5
+    # the root logger at WARNING, as Prefect sets it: GX's own INFO lines (a temporary folder for
+    # each ephemeral context, from a module that sets its logger to INFO) stay out of the flow's log
+    assert logging.getLogger().getEffectiveLevel() == logging.WARNING
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("great_expectations")] == []
     assert validate_local(loaded, "digits-onprem").rows == {"images": 1797, "classes": 30}
 
 
