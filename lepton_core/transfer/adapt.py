@@ -200,13 +200,13 @@ def adapt_model(loaded: LoadedSpec, options: AdaptOptions, state_root: str | Pat
         f"{options.labelled_fraction:.0%} of the labels")
     from lepton_core.transfer.fit import fit
 
-    adapted = fit(adapted_job)
+    adapted = fit(adapted_job, say)
     scratch = None
     if options.compare_scratch:
         scratch_job, _ = _job("scratch", base | {"lr": options.scratch_lr}, dict(init="none", strategy="full"),
                               [images.digest], state_root, model.name, options.fresh)
         say("training the same architecture from scratch on the same labels and budget")
-        scratch = fit(scratch_job)
+        scratch = fit(scratch_job, say)
     results, on_source = _evaluate(images, replay, model, onprem_state, onprem_pre, pre, adapted, scratch)
     return _save(loaded, options, images, replay, adapted_job, adapted, scratch, results, on_source, ckpt, version,
                  out_dir, store_fn, flow_run_id, say)

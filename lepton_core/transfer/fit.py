@@ -13,11 +13,12 @@ reads the job and trains, so re-executing it is safe (rank 0 alone writes the re
 from __future__ import annotations
 
 import json
-import os
 import logging
+import os
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -131,9 +132,9 @@ def resolve_precision(precision: Precision, architecture: str | None = None) -> 
     return "bf16-mixed" if cpu_native_bf16() else "32-true"
 
 
-def fit(job: FitJob) -> FitResult:
+def fit(job: FitJob, say: Callable[[str], None] | None = None) -> FitResult:
     """Run ``job`` (or return its finished result); in a process of its own when several GPUs would
-    make Lightning choose DDP."""
+    make Lightning choose DDP. ``say`` gets a line for each finished epoch (in this process only)."""
     import torch
 
     work = Path(job.work_dir)
@@ -148,7 +149,7 @@ def fit(job: FitJob) -> FitResult:
         if proc.returncode != 0 or done is None:
             raise LeptonError(f"training {job.name} failed in its DDP process (exit {proc.returncode}); logs in {work}")
         return done
-    return run_fit(job)
+    return run_fit(job, say)
 
 
 def finished(job: FitJob) -> FitResult | None:
@@ -162,7 +163,7 @@ def finished(job: FitJob) -> FitResult | None:
     return FitResult.model_validate(record["result"])
 
 
-def run_fit(job: FitJob) -> FitResult:
+def run_fit(job: FitJob, say: Callable[[str], None] | None = None) -> FitResult:
     """Train in this process (every DDP rank runs this); rank 0 writes ``result.json``."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
@@ -170,7 +171,7 @@ def run_fit(job: FitJob) -> FitResult:
 
     from lepton_core.transfer.checkpoint import Preprocess
     from lepton_core.transfer.data import ImageDataModule
-    from lepton_core.transfer.module import CalibrateInput, EpochHistory, EpochSeed, Finetuning, TransferModule
+    from lepton_core.transfer.module import CalibrateInput, EpochHistory, EpochProgress, EpochSeed, Finetuning, TransferModule
 
     work = Path(job.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -208,7 +209,7 @@ def run_fit(job: FitJob) -> FitResult:
     trainer = L.Trainer(
         max_epochs=job.max_epochs, accelerator="auto", devices="auto", precision=precision,
         callbacks=[Finetuning(job.strategy, unfreeze_every=job.unfreeze_every, backbone_lr_factor=job.backbone_lr_factor),
-                   history, EpochSeed(job.seed), best, latest,
+                   history, *([EpochProgress(say, job.name, history)] if say else []), EpochSeed(job.seed), best, latest,
                    # patience in epochs, however often they validate
                    EarlyStopping(monitor="val_acc", mode="max", patience=job.patience, check_on_train_epoch_end=True),
                    LearningRateMonitor(logging_interval="epoch"),

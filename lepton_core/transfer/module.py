@@ -416,3 +416,28 @@ class EpochHistory(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows, self._elapsed = list(state_dict["rows"]), float(state_dict["elapsed"])
         self._start = time.perf_counter()
+
+
+class EpochProgress(Callback):
+    """A line for each finished epoch, through ``say`` (the Prefect task's logger): which run, the
+    epoch of how many, the training loss, the validation accuracy and the best so far, and the
+    seconds of fitting; and, when a run goes on from a checkpoint, the epoch it goes on after.
+    Reads the rows of ``history`` (listed before this callback, so its row for the epoch is there)."""
+
+    def __init__(self, say, name: str, history: EpochHistory) -> None:
+        self.say, self.name, self.history = say, name, history
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > 0:
+            self.say(f"{self.name}: going on from its checkpoint after epoch {trainer.current_epoch} of {trainer.max_epochs}")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0 or not self.history.rows:
+            return
+        row = self.history.rows[-1]
+        accuracies = [r["val_acc"] for r in self.history.rows if "val_acc" in r]
+        parts = [f"loss {row['train_loss']:.3f}"] if "train_loss" in row else []
+        if "val_acc" in row:
+            parts.append(f"validation accuracy {row['val_acc']:.1%} (best {max(accuracies):.1%})")
+        parts.append(f"{row['seconds']:.0f} s")
+        self.say(f"{self.name}: epoch {trainer.current_epoch + 1} of {trainer.max_epochs}: " + ", ".join(parts))

@@ -23,16 +23,23 @@ def job(images: Path, work: Path, **changes) -> FitJob:
 
 def test_a_finished_run_is_reused_and_an_interrupted_one_resumes(tiny_images: Path, tmp_path: Path) -> None:
     work = tmp_path / "work"
-    first = fit(job(tiny_images, work))
+    said: list[str] = []
+    first = fit(job(tiny_images, work), said.append)
     assert first.epochs == 1 and not first.resumed and len(first.history) == 1
+    row = first.history[0]
+    assert said == [f"test: epoch 1 of 1: loss {row['train_loss']:.3f}, validation accuracy {row['val_acc']:.1%} "
+                    f"(best {row['val_acc']:.1%}), {row['seconds']:.0f} s"]  # progress, a line an epoch
     last = work / "checkpoints" / "last.ckpt"
     stamp = last.stat().st_mtime_ns
-    again = fit(job(tiny_images, work))
-    assert again == first and last.stat().st_mtime_ns == stamp  # nothing trained
+    said.clear()
+    again = fit(job(tiny_images, work), said.append)
+    assert again == first and last.stat().st_mtime_ns == stamp and said == []  # nothing trained, nothing to report
     # as if the run had been killed before its second epoch ended: a checkpoint, no result
     (work / RESULT).unlink()
-    resumed = fit(job(tiny_images, work, max_epochs=2))
+    resumed = fit(job(tiny_images, work, max_epochs=2), said.append)
     assert resumed.resumed and resumed.epochs == 2
+    assert said[0] == "test: going on from its checkpoint after epoch 1 of 2"
+    assert len(said) == 2 and said[1].startswith("test: epoch 2 of 2: loss ")
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     assert resumed.history[0] == first.history[0]  # epoch 1 came from the checkpoint, not trained again
     csv = [(work / "logs" / f"csv-{k}" / "metrics.csv").read_text() for k in (1, 2)]  # each attempt's log kept
