@@ -23,7 +23,7 @@ import yaml
 from lepton_core.errors import LeptonError, UsageError
 from lepton_core.fsutil import atomic_write_text
 from lepton_core.optimize.harness import SKIPPED, EvalSet, HarnessSettings, Measurement, Reference, measure, reference
-from lepton_core.optimize.space import Candidate, machine_cores
+from lepton_core.optimize.space import Candidate, combinations, machine_cores
 from lepton_core.optimize.study import StudyResult, StudySettings, Trial
 from lepton_core.spec import LoadedSpec
 from lepton_core.spec.params import OptimizeOptions
@@ -127,7 +127,11 @@ def prepare(loaded: LoadedSpec, model: str | None, options: OptimizeOptions, sta
                           seed=options.seed)
     sha = sha256_file(checkpoint)
     cores = machine_cores()
-    ident = hashlib.sha256(json.dumps([sha, harness.digest(), evalset.digest(), cores, options.seed]).encode()).hexdigest()[:12]
+    # what this machine can serve with is part of the study: a machine that gains a compiler (or bf16)
+    # searches a space of other choices, a study of its own (Optuna's choices cannot change mid-study)
+    runnable, _ = combinations(device, cores)
+    ident = hashlib.sha256(json.dumps([sha, harness.digest(), evalset.digest(), cores, options.seed, runnable]).encode()
+                           ).hexdigest()[:12]
     journal = state_root / "optimize" / spec.model.name / version / f"study-{ident}.journal"
     if options.fresh and journal.exists():
         journal.unlink()

@@ -3,7 +3,11 @@ catalogue's instances.
 
 A configuration is what ``ServeConfig`` tunes: runtime (eager, torch.compile, ONNX Runtime),
 precision (int8 through ONNX Runtime's quantization on a CPU), memory format, LitServe's batch size and batching timeout, threads per worker and
-workers. The instance type is the last choice of the space, and it is made exactly rather than
+workers. The space is conditional: a precision is chosen among those its runtime serves on this
+machine, and a memory format among those that runtime and precision take (``combinations``), so no
+proposal is a combination that cannot run here (int8 outside ONNX Runtime, bf16 or channels_last in
+it, bf16 on a CPU without bf16 instructions, torch.compile without a C++ compiler); the study names
+those once instead. The instance type is the last choice of the space, and it is made exactly rather than
 sampled: once a configuration's throughput at the SLO is measured, every instance of the
 catalogue is priced for it (as many replicas of the measured server as the instance's vCPUs, or
 GPUs, hold, and as its memory holds) and the cheapest is taken.
@@ -14,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, replace
 
-from lepton_core.serving.runtime import PRECISIONS, RUNTIMES, device_kind
+from lepton_core.serving.runtime import PRECISIONS, RUNTIMES, device_kind, unsupported
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32)
 BATCH_TIMEOUTS_MS = (1, 5, 20)
@@ -86,13 +90,67 @@ def machine_cores() -> int:
 
 
 def space(device: str, cores: int) -> dict[str, tuple]:
-    """The choices for each field on this device (fp16 only where a GPU serves, int8 only on a CPU)."""
+    """The choices for each field on this device (fp16 only where a GPU serves, int8 only on a CPU);
+    which runtimes, precisions and memory formats go together is ``combinations``' to say."""
     threads = sorted({t for t in (1, 2, 4, 8, cores) if t <= cores})
     workers = tuple(w for w in (1, 2, 4) if w <= max(1, cores))
     gpu = device_kind(device) == "cuda"
     precisions = tuple(p for p in PRECISIONS if p != ("int8" if gpu else "fp16"))
     return {"runtime": RUNTIMES, "precision": precisions, "channels_last": (False, True), "max_batch_size": BATCH_SIZES,
             "batch_timeout_ms": BATCH_TIMEOUTS_MS, "threads": tuple(threads), "workers": workers}
+
+
+Combinations = dict[str, dict[str, tuple[bool, ...]]]  # runtime -> precision -> memory formats (channels_last)
+CONDITIONAL = ("runtime", "precision", "channels_last")
+
+
+def combinations(device: str, cores: int) -> tuple[Combinations, dict[str, str]]:
+    """What this machine serves with: each runnable runtime's precisions and, for each of those, the
+    memory formats (channels_last False, True) it takes; and why each combination left out cannot
+    run here, by its label ('onnx, bf16', 'eager, int8, channels_last'), from ``runtime.unsupported``."""
+    choices = space(device, cores)
+    runnable: Combinations = {}
+    left_out: dict[str, str] = {}
+    for runtime in choices["runtime"]:
+        for precision in choices["precision"]:
+            for channels_last in choices["channels_last"]:
+                reason = unsupported(runtime, precision, channels_last, device)
+                if reason:
+                    left_out[", ".join([runtime, precision] + (["channels_last"] if channels_last else []))] = reason
+                else:
+                    runnable.setdefault(runtime, {}).setdefault(precision, ())
+                    runnable[runtime][precision] += (channels_last,)
+    return runnable, left_out
+
+
+def param_names(runtime: str, precision: str) -> tuple[str, str]:
+    """The study's names of the precision chosen for ``runtime`` and of the memory format chosen for
+    ``runtime`` and ``precision``: one parameter per branch of the conditional space, so that each
+    has one fixed set of choices (as Optuna's distributions must)."""
+    return f"precision[{runtime}]", f"channels_last[{runtime},{precision}]"
+
+
+def params(candidate: Candidate, runnable: Combinations) -> dict:
+    """The study's parameters for ``candidate`` (to enqueue it); a memory format with one choice is
+    not a parameter."""
+    precision_name, format_name = param_names(candidate.runtime, candidate.precision)
+    out = {"runtime": candidate.runtime, precision_name: candidate.precision}
+    if len(runnable.get(candidate.runtime, {}).get(candidate.precision, ())) > 1:
+        out[format_name] = candidate.channels_last
+    return out | {k: v for k, v in candidate.record().items() if k not in CONDITIONAL}
+
+
+def propose(trial, device: str, cores: int, runnable: Combinations) -> Candidate:
+    """A configuration from an Optuna trial (define-by-run): the runtime, then a precision it serves
+    here, then a memory format that pair takes, then the fields that go with anything."""
+    runtime = trial.suggest_categorical("runtime", tuple(runnable))
+    precision_name, _ = param_names(runtime, "")
+    precision = trial.suggest_categorical(precision_name, tuple(runnable[runtime]))
+    formats = runnable[runtime][precision]
+    channels_last = (trial.suggest_categorical(param_names(runtime, precision)[1], formats) if len(formats) > 1
+                     else formats[0])
+    rest = {k: trial.suggest_categorical(k, v) for k, v in space(device, cores).items() if k not in CONDITIONAL}
+    return Candidate(runtime=runtime, precision=precision, channels_last=channels_last, **rest)
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,12 @@ measurement, the objective the cost of a million predictions at the latency SLO.
 
 The first trial is the baseline (eager fp32, one request per forward pass, all cores), so every
 study says how much better its choice is than serving as it was; the next are
-``space.first_guesses``. Then a TPE sampler (seeded, multivariate) proposes configurations; a
-configuration the machine cannot run, or that breaks the accuracy tolerance or the SLO, is a
-trial with its reason, marked infeasible for the sampler (Optuna's constraints), never a crash.
+``space.first_guesses``. Then a TPE sampler (seeded, multivariate, over the conditional space of
+``space.propose``: a precision among those its runtime serves here, and so on) proposes
+configurations. The combinations this machine cannot run are left out of the space and named once
+(``StudyResult.extra["not_searched"]``); a configuration that fails to start anyway, or that breaks
+the accuracy tolerance or the SLO, is a trial with its reason, marked infeasible for the sampler
+(Optuna's constraints), never a crash.
 A configuration proposed again is not measured again: the earlier measurement is reused.
 
 The loop stops when the best has not improved (by ``min_improvement``, relative) for
@@ -19,13 +22,14 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lepton_core.errors import UsageError
 from lepton_core.optimize.harness import SKIPPED, Measurement
-from lepton_core.optimize.space import Candidate, Placement, baseline, first_guesses, place, space
+from lepton_core.optimize.space import Candidate, Placement, baseline, combinations, first_guesses, params, place, propose
 
 
 @dataclass(frozen=True)
@@ -101,30 +105,39 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
     """Run (or continue) the study ``name`` in the journal file ``storage_path``; ``measure`` turns a
     configuration into a Measurement (the flow makes each call its own Prefect task)."""
     import optuna
-    from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
 
     say = say or (lambda _m: None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     gpu = device.startswith("cuda")
-    choices = space(device, cores)
-    distributions = {k: CategoricalDistribution(v) for k, v in choices.items()}
-    sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, n_startup_trials=settings.startup_trials)
+    runnable, left_out = combinations(device, cores)
+    if "eager" not in runnable:  # eager fp32, the baseline, runs wherever anything does
+        raise UsageError(f"optimisation: nothing can serve on {device} here: {left_out.get('eager, fp32', 'unknown reason')}")
+    # group: the conditional space's branches modelled apart (precision[onnx] only where runtime is onnx)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # `group`'s, in every run's log
+        sampler = optuna.samplers.TPESampler(seed=settings.seed, multivariate=True, group=True,
+                                             n_startup_trials=settings.startup_trials)
     study = optuna.create_study(study_name=name, storage=_storage(Path(storage_path)), sampler=sampler,
                                 direction="minimize", load_if_exists=True)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
         if frozen.state == TrialState.RUNNING:  # left by an interrupted run: measure it again
-            study.enqueue_trial(frozen.params, skip_if_exists=False)
+            # (what it was asked to be: enqueued, or as far as it was proposed)
+            study.enqueue_trial({**frozen.system_attrs.get("fixed_params", {}), **frozen.params}, skip_if_exists=False)
             study.tell(frozen.number, state=TrialState.FAIL)
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "measurement" in t.user_attrs]
     trials = [_trial_from(t, catalogue, gpu) for t in done]
     resumed = len(trials)
     if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(baseline(cores).record())  # trial 0: what the study is measured against
+        study.enqueue_trial(params(baseline(cores), runnable))  # trial 0: what the study is measured against
         for guess in first_guesses(device, cores):
-            study.enqueue_trial(guess.record())
+            if guess.channels_last in runnable.get(guess.runtime, {}).get(guess.precision, ()):
+                study.enqueue_trial(params(guess, runnable))
     if resumed:
         say(f"continuing study {name}: {resumed} trials already measured")
+    if left_out:
+        say(f"not searched: {len(left_out)} combinations of runtime, precision and memory format that cannot run here "
+            f"({'; '.join(sorted(set(left_out.values())))})")
 
     def measured() -> list[Trial]:
         return [t for t in trials if t.reused_from is None and t.measurement.status != SKIPPED]
@@ -154,8 +167,8 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
             stopped = "the sampler keeps proposing configurations already tried or not runnable here"
             break
         asks += 1
-        trial = study.ask(distributions)
-        candidate = Candidate(**trial.params).canonical()
+        trial = study.ask()
+        candidate = propose(trial, device, cores, runnable).canonical()
         earlier = next((t for t in trials if t.measurement.candidate == candidate and t.reused_from is None), None)
         if earlier is not None:
             m, reused = earlier.measurement, earlier.number
@@ -180,4 +193,4 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
     feasible = [t for t in trials if t.cost is not None]
     best = min(feasible, key=lambda t: (t.cost, t.number)) if feasible else None
     base = next((t for t in trials if t.measurement.candidate == baseline(cores) and t.reused_from is None), None)
-    return StudyResult(trials, stopped, base, best, resumed)
+    return StudyResult(trials, stopped, base, best, resumed, extra={"not_searched": left_out})

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from lepton_core.optimize.harness import OK, REJECTED, SKIPPED, HarnessSettings, Measurement, rate_at_slo
-from lepton_core.optimize.space import Candidate, baseline, place, space
+from lepton_core.optimize.space import Candidate, baseline, combinations, params, place, space
 from lepton_core.optimize.study import StudySettings, run_study
 from lepton_core.serving.runtime import unsupported
 from lepton_core.spec.catalogue import Catalogue, InstanceType
@@ -140,6 +140,12 @@ def test_study_starts_from_the_baseline_and_finds_a_cheaper_configuration(tmp_pa
     assert result.best.cost == min(t.cost for t in result.trials if t.cost is not None)
     skipped = [t for t in result.trials if t.measurement.status == SKIPPED]
     assert all(t.measurement.reason == "no compiler (test)" and t.placement is None for t in skipped)
+    # the space is conditional: nothing this machine cannot run is proposed, and what is left out is named
+    assert all(unsupported(c.runtime, c.precision, c.channels_last, "cpu") is None for c in calls)
+    assert {c.precision for c in calls if c.runtime == "onnx"} >= {"int8"}
+    assert "runtime onnx" in result.extra["not_searched"]["eager, int8"]
+    assert "channels_last does not apply" in result.extra["not_searched"]["onnx, fp32, channels_last"]
+    assert "not_searched" in result.record()
     # no configuration is measured twice
     assert len(calls) == len(set(calls))
     # the Pareto front: nothing on it is beaten on both cost and p95
@@ -169,7 +175,6 @@ def test_a_second_run_continues_the_study_instead_of_starting_over(tmp_path):
 
 def test_a_trial_an_interrupted_run_left_running_is_measured_again(tmp_path):
     import optuna
-    from optuna.distributions import CategoricalDistribution
 
     from lepton_core.optimize.study import _storage
 
@@ -178,11 +183,10 @@ def test_a_trial_an_interrupted_run_left_running_is_measured_again(tmp_path):
     run_study("s", journal, measure, _catalogue(), device="cpu", cores=2, settings=StudySettings(trials=1, patience=50))
     study = optuna.load_study(study_name="s", storage=_storage(journal))
     wanted = Candidate(runtime="onnx", max_batch_size=8, batch_timeout_ms=5, threads=1, workers=2)
-    dists = {k: CategoricalDistribution(v) for k, v in space("cpu", 2).items()}
     for _ in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):  # the first guesses: out of the way
-        study.tell(study.ask(dists), state=optuna.trial.TrialState.FAIL)
-    study.enqueue_trial(wanted.record())
-    study.ask(dists)  # then the run "dies"
+        study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    study.enqueue_trial(params(wanted, combinations("cpu", 2)[0]))
+    study.ask()  # then the run "dies", before the trial's configuration is proposed
     n = len(calls)
     run_study("s", journal, measure, _catalogue(), device="cpu", cores=2, settings=StudySettings(trials=2, patience=50))
     assert calls[n] == wanted
