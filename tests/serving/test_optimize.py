@@ -31,7 +31,12 @@ def onprem(evaluation) -> Path:
 
 def test_a_deliberately_slow_configuration_measures_slower(onprem: Path, evaluation, tmp_path: Path) -> None:
     _, evalset, ref = evaluation
-    settings = HarnessSettings(slo_p95_ms=150, **QUICK)
+    # An SLO of 250 ms: the slow configuration's 400 ms window breaks it by a wide margin on any
+    # host, while the baseline meets it on a slow one too. At 150 ms a slow AMD EPYC's baseline
+    # (one request about 55 ms of CPU there) was once rejected: a quick step's p95 over 12
+    # requests is nearly their maximum, and one request delayed on a contended core decides it.
+    slo = 250
+    settings = HarnessSettings(slo_p95_ms=slo, **QUICK)
     fast = measure(onprem, Candidate(threads=0), evalset, ref, settings, tmp_path)
     # LitServe gathers a batch for up to batch_timeout: at a request or two a second, requests
     # wait up to a 400 ms window (p95 near 400 ms; the median varies from step to step, 100-330 ms
@@ -39,7 +44,7 @@ def test_a_deliberately_slow_configuration_measures_slower(onprem: Path, evaluat
     # load's Poisson arrivals see the whole window: requests at a fixed interval once fell into
     # step with it and passed the SLO (tests/unit/test_load.py shows why)
     slow = measure(onprem, Candidate(max_batch_size=64, batch_timeout_ms=400), evalset, ref, settings, tmp_path)
-    assert fast.status == OK and fast.rate_rps > 0 and fast.latency_ms["p95"] <= 150
+    assert fast.status == OK and fast.rate_rps > 0 and fast.latency_ms["p95"] <= slo, fast.reason
     assert fast.accuracy_delta == 0.0 and fast.agreement == 1.0  # eager fp32 is the reference itself
     assert fast.startup_s > 0 and fast.warm_up_s is not None and fast.peak_memory_mb > 100
     # what its processes kept busy: at most the machine, and a plausible CPU time a request (11 ms on
@@ -49,10 +54,9 @@ def test_a_deliberately_slow_configuration_measures_slower(onprem: Path, evaluat
     assert slow.status == REJECTED and slow.rate_rps == 0.0 and "over the SLO" in slow.reason
     steps = [(s["offered_rps"], s["latency_ms"]["p50"], s["latency_ms"]["p95"]) for s in slow.steps]
     fast_p50 = max(s["latency_ms"]["p50"] for s in fast.steps if s["passed"])
-    assert fast_p50 < 150
-    assert all(p95 > 150 for _, _, p95 in steps), steps  # every rate it was tried at broke the SLO
+    assert fast_p50 < slo
+    assert all(p95 > slo for _, _, p95 in steps), steps  # every rate it was tried at broke the SLO: requests wait most of 400 ms
     assert all(p50 > fast_p50 for _, p50, _ in steps), (steps, fast_p50)  # slower at every rate, median too
-    assert max(p95 for _, _, p95 in steps) >= 250, steps  # the window shows: requests wait most of 400 ms
 
 
 def test_what_cannot_run_is_skipped_with_its_reason(onprem: Path, evaluation, tmp_path: Path) -> None:
