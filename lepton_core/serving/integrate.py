@@ -111,7 +111,7 @@ def integrate(loaded: LoadedSpec, candidate: str, options: IntegrateOptions, sta
     pointer = registry.promote(model.name, candidate, "candidate",
                                note=f"parity passed: {result.agreement:.1%} of on-prem answers kept")
     bundle, uri = cutover_bundle(loaded, version, onprem, result, config, out / "cutover", store)
-    say(f"{model.name} {candidate} is the candidate; cutover bundle {uri}")
+    say(f"cutover bundle written: {uri}")  # (the task's last line says it passed and is the candidate)
     return IntegrationResult(model.name, candidate, onprem, result, pointer, bundle, uri)
 
 
