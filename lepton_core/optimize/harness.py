@@ -276,7 +276,12 @@ def rate_at_slo(step_at, first_rate: float, settings: HarnessSettings) -> tuple[
     """The highest rate that passes, by doubling from ``first_rate`` while steps pass (halving
     while they fail), then bisecting between the last pass and the first failure until they are
     within 10% or the steps run out. ``step_at(rate)`` runs one step. Returns the rate, its step
-    and every step."""
+    and every step.
+
+    A first step that fails is run once more before the search goes below it. A step's p95 is
+    decided by its slowest few requests, so one stall of the host fails it; after a failure the
+    search never goes above that rate again, and the first rate can be far under what a batching
+    configuration serves. A later failure bounds the search between two rates at most twice apart."""
     steps: list[dict] = []
 
     def run(rate: float) -> bool:
@@ -296,6 +301,8 @@ def rate_at_slo(step_at, first_rate: float, settings: HarnessSettings) -> tuple[
                 rate = min(rate * 2, settings.max_rate)
                 continue
         else:
+            if len(steps) == 1:
+                continue  # the first rate, once more
             hi = rate
             if lo == 0.0:
                 rate /= 2

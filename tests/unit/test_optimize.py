@@ -41,10 +41,27 @@ def test_rate_search_halves_from_a_start_above_capacity_and_gives_zero_when_noth
     settings = HarnessSettings(slo_p95_ms=50, max_steps=12, min_rate=1.0)
     step, calls = _step(capacity=30.0, slo=50)
     rate, _, _ = rate_at_slo(step, 200.0, settings)
-    assert calls[:3] == [200.0, 100.0, 50.0] and 30 / 1.1 <= rate <= 30
+    assert calls[:4] == [200.0, 200.0, 100.0, 50.0] and 30 / 1.1 <= rate <= 30  # the first rate failed twice
     never, _ = _step(capacity=0.1, slo=50)
     rate, best, steps = rate_at_slo(never, 8.0, settings)
-    assert rate == 0.0 and best is None and [s["offered_rps"] for s in steps] == [8.0, 4.0, 2.0, 1.0]
+    assert rate == 0.0 and best is None and [s["offered_rps"] for s in steps] == [8.0, 8.0, 4.0, 2.0, 1.0]
+
+
+def test_a_stall_in_the_first_step_does_not_cap_the_rate():
+    """One slow first step (a host's stall) would otherwise send the search below its first rate for
+    good: here 10 requests/s against a capacity of 137."""
+    settings = HarnessSettings(slo_p95_ms=50, max_steps=12)
+    step, calls = _step(capacity=137.0, slo=50)
+
+    def stalled_once(rate: float) -> dict:
+        out = step(rate)
+        if len(calls) == 1:
+            out["latency_ms"] = {"p50": 20.0, "p95": 900.0, "p99": 900.0}
+        return out
+
+    rate, best, steps = rate_at_slo(stalled_once, 10.0, settings)
+    assert [s["passed"] for s in steps[:2]] == [False, True] and calls[:3] == [10.0, 10.0, 20.0]
+    assert 137.0 / 1.1 <= rate <= 137.0 and best["passed"]
 
 
 def _catalogue() -> Catalogue:
