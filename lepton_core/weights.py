@@ -19,6 +19,21 @@ from lepton_core.errors import UsageError
 _NOT_AN_ARCHIVE = ("PytorchStreamReader", "inline_container")
 
 
+# torch.save's two formats: a zip archive, or (the legacy one) a pickle whose first object is this
+# magic number, pickled as a long (opcode LONG1, 10 bytes, little-endian) after the protocol header
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+
+
+def _starts_as_torch_wrote(path: Path) -> bool:
+    """Whether the file begins as torch.save begins its files. Bytes that do not are damaged or
+    another program's, whatever the error that reading them as a legacy pickle happened to raise
+    (IndexError, KeyError, UnicodeDecodeError: about one file of random bytes in twelve)."""
+    with open(path, "rb") as f:
+        head = f.read(32)
+    return head.startswith(_ZIP_MAGIC) or _LEGACY_MAGIC in head
+
+
 def load_weights(path: str | os.PathLike, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
     """``torch.load(path, map_location=map_location, weights_only=True)``. A UsageError, whose
     message starts with the path, when the file is missing, a folder, empty, not one torch wrote
@@ -46,7 +61,7 @@ def load_weights(path: str | os.PathLike, what: str = "checkpoint", map_location
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     except Exception as exc:  # whatever else torch's readers raise on bytes they did not write
-        if isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _NOT_AN_ARCHIVE):
+        if not _starts_as_torch_wrote(path) or (isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _NOT_AN_ARCHIVE)):
             raise UsageError(damaged) from None
         first = (str(exc).splitlines() or [""])[0]
         raise UsageError(f"{path}: cannot load the {what} ({type(exc).__name__}{': ' + first if first else ''})") from None
