@@ -7,7 +7,11 @@ workers. The space is conditional: a precision is chosen among those its runtime
 machine, and a memory format among those that runtime and precision take (``combinations``), so no
 proposal is a combination that cannot run here (int8 outside ONNX Runtime, bf16 or channels_last in
 it, bf16 on a CPU without bf16 instructions, torch.compile without a C++ compiler); the study names
-those once instead. The instance type is the last choice of the space, and it is made exactly rather than
+those once instead. Likewise the threads per worker are chosen once the workers are, so that
+together they use at most the machine's cores (``threads_for``): oversubscribed workers wait on
+each other's threads, and the demo model's eager server with 2 workers of 2 threads on 2 cores
+answered 8-15 requests/s at the SLO against 151-175 with 1 thread each (benchmarks/RESULTS.md,
+2026-12-06). The instance type is the last choice of the space, and it is made exactly rather than
 sampled: once a configuration's throughput at the SLO is measured, every instance of the
 catalogue is priced for it (as many replicas of the measured server as the instance's vCPUs, or
 GPUs, hold, and as its memory holds) and the cheapest is taken.
@@ -89,10 +93,17 @@ def machine_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_for(workers: int, cores: int) -> tuple[int, ...]:
+    """The threads per worker the space offers ``workers`` workers on ``cores`` cores: 1, 2, 4, 8 and
+    all the cores, as long as threads x workers is at most the cores (1 whatever they are)."""
+    return tuple(sorted({t for t in (1, 2, 4, 8, cores) if t * workers <= cores} | {1}))
+
+
 def space(device: str, cores: int) -> dict[str, tuple]:
     """The choices for each field on this device (fp16 only where a GPU serves, int8 only on a CPU);
-    which runtimes, precisions and memory formats go together is ``combinations``' to say."""
-    threads = sorted({t for t in (1, 2, 4, 8, cores) if t <= cores})
+    which runtimes, precisions and memory formats go together is ``combinations``' to say, and
+    which threads go with how many workers ``threads_for``'s."""
+    threads = threads_for(1, cores)
     workers = tuple(w for w in (1, 2, 4) if w <= max(1, cores))
     gpu = device_kind(device) == "cuda"
     precisions = tuple(p for p in PRECISIONS if p != ("int8" if gpu else "fp16"))
@@ -101,7 +112,7 @@ def space(device: str, cores: int) -> dict[str, tuple]:
 
 
 Combinations = dict[str, dict[str, tuple[bool, ...]]]  # runtime -> precision -> memory formats (channels_last)
-CONDITIONAL = ("runtime", "precision", "channels_last")
+CONDITIONAL = ("runtime", "precision", "channels_last", "workers", "threads")
 
 
 def combinations(device: str, cores: int) -> tuple[Combinations, dict[str, str]]:
@@ -130,27 +141,41 @@ def param_names(runtime: str, precision: str) -> tuple[str, str]:
     return f"precision[{runtime}]", f"channels_last[{runtime},{precision}]"
 
 
-def params(candidate: Candidate, runnable: Combinations) -> dict:
-    """The study's parameters for ``candidate`` (to enqueue it); a memory format with one choice is
-    not a parameter."""
+def threads_name(workers: int) -> str:
+    """The study's name of the threads per worker chosen for ``workers`` workers (one parameter per
+    number of workers, each with its own choices)."""
+    return f"threads[{workers} workers]"
+
+
+def params(candidate: Candidate, runnable: Combinations, cores: int) -> dict:
+    """The study's parameters for ``candidate`` (to enqueue it) on ``cores`` cores; a memory format,
+    or a number of threads, with one choice is not a parameter."""
     precision_name, format_name = param_names(candidate.runtime, candidate.precision)
-    out = {"runtime": candidate.runtime, precision_name: candidate.precision}
+    out = {"runtime": candidate.runtime, precision_name: candidate.precision, "workers": candidate.workers}
     if len(runnable.get(candidate.runtime, {}).get(candidate.precision, ())) > 1:
         out[format_name] = candidate.channels_last
+    if len(threads_for(candidate.workers, cores)) > 1:
+        out[threads_name(candidate.workers)] = candidate.threads
     return out | {k: v for k, v in candidate.record().items() if k not in CONDITIONAL}
 
 
 def propose(trial, device: str, cores: int, runnable: Combinations) -> Candidate:
     """A configuration from an Optuna trial (define-by-run): the runtime, then a precision it serves
-    here, then a memory format that pair takes, then the fields that go with anything."""
+    here, then a memory format that pair takes; the workers, then threads per worker that fit the
+    cores beside them; then the fields that go with anything."""
     runtime = trial.suggest_categorical("runtime", tuple(runnable))
     precision_name, _ = param_names(runtime, "")
     precision = trial.suggest_categorical(precision_name, tuple(runnable[runtime]))
     formats = runnable[runtime][precision]
     channels_last = (trial.suggest_categorical(param_names(runtime, precision)[1], formats) if len(formats) > 1
                      else formats[0])
-    rest = {k: trial.suggest_categorical(k, v) for k, v in space(device, cores).items() if k not in CONDITIONAL}
-    return Candidate(runtime=runtime, precision=precision, channels_last=channels_last, **rest)
+    choices = space(device, cores)
+    workers = trial.suggest_categorical("workers", choices["workers"])
+    threads = threads_for(workers, cores)
+    threads = trial.suggest_categorical(threads_name(workers), threads) if len(threads) > 1 else threads[0]
+    rest = {k: trial.suggest_categorical(k, v) for k, v in choices.items() if k not in CONDITIONAL}
+    return Candidate(runtime=runtime, precision=precision, channels_last=channels_last, workers=workers, threads=threads,
+                     **rest)
 
 
 @dataclass(frozen=True)

@@ -129,15 +129,17 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
     trials = [_trial_from(t, catalogue, gpu) for t in done]
     resumed = len(trials)
     if not study.get_trials(deepcopy=False):
-        study.enqueue_trial(params(baseline(cores), runnable))  # trial 0: what the study is measured against
+        study.enqueue_trial(params(baseline(cores), runnable, cores))  # trial 0: what the study is measured against
         for guess in first_guesses(device, cores):
             if guess.channels_last in runnable.get(guess.runtime, {}).get(guess.precision, ()):
-                study.enqueue_trial(params(guess, runnable))
+                study.enqueue_trial(params(guess, runnable, cores))
     if resumed:
         say(f"continuing study {name}: {resumed} trials already measured")
     if left_out:
         say(f"not searched: {len(left_out)} combinations of runtime, precision and memory format that cannot run here "
-            f"({'; '.join(sorted(set(left_out.values())))})")
+            f"({'; '.join(sorted(set(left_out.values())))}); nor more threads in all than the {cores} cores")
+    elif cores > 1:
+        say(f"not searched: more threads in all (threads per worker x workers) than the {cores} cores")
 
     def measured() -> list[Trial]:
         return [t for t in trials if t.reused_from is None and t.measurement.status != SKIPPED]

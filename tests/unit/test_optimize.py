@@ -9,7 +9,7 @@ import math
 import pytest
 
 from lepton_core.optimize.harness import OK, REJECTED, SKIPPED, HarnessSettings, Measurement, rate_at_slo
-from lepton_core.optimize.space import Candidate, baseline, combinations, params, place, space
+from lepton_core.optimize.space import Candidate, baseline, combinations, params, place, propose, space, threads_for
 from lepton_core.optimize.study import StudySettings, run_study
 from lepton_core.serving.runtime import unsupported
 from lepton_core.spec.catalogue import Catalogue, InstanceType
@@ -202,11 +202,30 @@ def test_a_trial_an_interrupted_run_left_running_is_measured_again(tmp_path):
     wanted = Candidate(runtime="onnx", max_batch_size=8, batch_timeout_ms=5, threads=1, workers=2)
     for _ in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):  # the first guesses: out of the way
         study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
-    study.enqueue_trial(params(wanted, combinations("cpu", 2)[0]))
+    study.enqueue_trial(params(wanted, combinations("cpu", 2)[0], 2))
     study.ask()  # then the run "dies", before the trial's configuration is proposed
     n = len(calls)
     run_study("s", journal, measure, _catalogue(), device="cpu", cores=2, settings=StudySettings(trials=2, patience=50))
     assert calls[n] == wanted
+
+
+def test_proposals_use_at_most_the_machines_cores():
+    """Threads per worker are chosen once the workers are, within the cores: on 4 cores every pair
+    whose product is at most 4 is proposed, and none above (2 workers of 2 threads on 2 cores served
+    a tenth of 1 thread each)."""
+    import optuna
+
+    runnable = combinations("cpu", 4)[0]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    pairs = set()
+    for _ in range(300):
+        trial = study.ask()
+        c = propose(trial, "cpu", 4, runnable)
+        pairs.add((c.threads, c.workers))
+        study.tell(trial, 1.0)
+    assert pairs == {(1, 1), (2, 1), (4, 1), (1, 2), (2, 2), (1, 4)}
+    assert threads_for(1, 1) == (1,) and threads_for(2, 2) == (1,) and threads_for(1, 16) == (1, 2, 4, 8, 16)
+    assert params(baseline(4), runnable, 4)["threads[1 workers]"] == 4  # the baseline, enqueued as the space names it
 
 
 def test_a_batching_wait_without_batching_is_the_same_configuration():
