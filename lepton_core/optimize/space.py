@@ -78,12 +78,20 @@ def baseline(cores: int) -> Candidate:
 
 def first_guesses(device: str, cores: int) -> list[Candidate]:
     """Configurations measured right after the baseline, before the sampler's own proposals: what
-    usually serves a convolutional network best (batched ONNX Runtime on a CPU, batched reduced
-    precision on a GPU). They are measured like any other, so a wrong guess costs one trial."""
+    usually serves a convolutional network best (batched ONNX Runtime with one thread a server on
+    a CPU, batched reduced precision on a GPU). They are measured like any other, so a wrong guess
+    costs one trial.
+
+    One thread, not all the cores: a batched server of one thread answers more requests, and far
+    more per core busy, than one whose threads split each batch and wait on each other. On 2 cores
+    (benchmarks/RESULTS.md, serving, 2026-12-06) ONNX Runtime at batch 8 served the demo model at
+    274-297 req/s on 0.8 cores with one thread in int8 against 176-177 on 1.5 with two, and 218-230
+    against 166-207 in fp32. Cost is priced by the cores busy, so more replicas of the small server
+    fill a bigger instance."""
     if device_kind(device) == "cuda":
         return [Candidate(precision="fp16", channels_last=True, max_batch_size=32, batch_timeout_ms=5, threads=cores)]
-    return [Candidate(runtime="onnx", max_batch_size=8, batch_timeout_ms=5, threads=cores),
-            Candidate(runtime="onnx", precision="int8", max_batch_size=8, batch_timeout_ms=5, threads=cores)]
+    return [Candidate(runtime="onnx", max_batch_size=8, batch_timeout_ms=5, threads=1),
+            Candidate(runtime="onnx", precision="int8", max_batch_size=8, batch_timeout_ms=5, threads=1)]
 
 
 def machine_cores() -> int:
