@@ -61,7 +61,8 @@ def load_weights(path: str | os.PathLike, what: str = "checkpoint", map_location
     except OSError as exc:
         raise UsageError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     except Exception as exc:  # whatever else torch's readers raise on bytes they did not write
-        if not _starts_as_torch_wrote(path) or (isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _NOT_AN_ARCHIVE)):
+        not_an_archive = isinstance(exc, RuntimeError) and any(mark in str(exc) for mark in _NOT_AN_ARCHIVE)
+        if not_an_archive or not _starts_as_torch_wrote(path):
             raise UsageError(damaged) from None
         first = (str(exc).splitlines() or [""])[0]
         raise UsageError(f"{path}: cannot load the {what} ({type(exc).__name__}{': ' + first if first else ''})") from None

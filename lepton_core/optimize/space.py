@@ -179,8 +179,8 @@ def propose(trial, device: str, cores: int, runnable: Combinations) -> Candidate
                      else formats[0])
     choices = space(device, cores)
     workers = trial.suggest_categorical("workers", choices["workers"])
-    threads = threads_for(workers, cores)
-    threads = trial.suggest_categorical(threads_name(workers), threads) if len(threads) > 1 else threads[0]
+    offered = threads_for(workers, cores)
+    threads = trial.suggest_categorical(threads_name(workers), offered) if len(offered) > 1 else offered[0]
     rest = {k: trial.suggest_categorical(k, v) for k, v in choices.items() if k not in CONDITIONAL}
     return Candidate(runtime=runtime, precision=precision, channels_last=channels_last, workers=workers, threads=threads,
                      **rest)
