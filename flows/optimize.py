@@ -9,7 +9,7 @@ tuned without anyone asking; the ``migrate`` flow runs the same stage after inte
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 from flows._run import failure_summary, run_folder
 from lepton_core.optimize.study import run_study
@@ -29,7 +29,8 @@ def optimize_stage(loaded, model: str | None, options: OptimizeOptions, root: st
         measure_task = measure_task.with_options(refresh_cache=True)
     job = prepare_task(loaded, model, options, root, run_dir)
     study = run_study(job.study_name, job.journal, lambda c: measure_task(job, c), loaded.catalogue,
-                      device=job.harness.device, cores=job.cores, settings=job.study)
+                      device=job.harness.device, cores=job.cores, settings=job.study,
+                      say=get_run_logger().info, say_trials=False)  # each measure task logs its own trial
     return finish_task(loaded, job, study, root)
 
 

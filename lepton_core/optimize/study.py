@@ -101,9 +101,13 @@ def _trial_from(frozen, catalogue, gpu: bool) -> Trial:
 
 def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate], Measurement], catalogue, *,
               device: str, cores: int, settings: StudySettings,
-              say: Callable[[str], None] | None = None) -> StudyResult:
+              say: Callable[[str], None] | None = None, say_trials: bool = True) -> StudyResult:
     """Run (or continue) the study ``name`` in the journal file ``storage_path``; ``measure`` turns a
-    configuration into a Measurement (the flow makes each call its own Prefect task)."""
+    configuration into a Measurement (the flow makes each call its own Prefect task).
+
+    ``say`` gets the study's progress: what is resumed, what is not searched and, unless
+    ``say_trials`` is false (where ``measure`` reports each measurement itself), a line before and
+    after each trial."""
     import optuna
     from optuna.trial import TrialState
 
@@ -175,7 +179,8 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
         if earlier is not None:
             m, reused = earlier.measurement, earlier.number
         else:
-            say(f"trial {trial.number}: {candidate.label()}")
+            if say_trials:
+                say(f"trial {trial.number}: {candidate.label()}")
             m, reused = measure(candidate), None
         placement = place(m.rate_rps, m.cores_used, m.peak_memory_mb or 0.0, gpu, catalogue) if m.ok else None
         t = Trial(trial.number, m, placement, reused)
@@ -188,7 +193,7 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
         worst = max([x.cost for x in trials if x.cost is not None] + [placement.usd_per_million if feasible else 1.0])
         study.tell(trial, placement.usd_per_million if feasible else worst)
         trials.append(t)
-        if reused is None:
+        if reused is None and say_trials:
             say(f"trial {trial.number}: " + (f"{m.rate_rps:g} req/s at p95 {m.latency_ms['p95']:.1f} ms, "
                                              f"${placement.usd_per_million:.4f} per million on {placement.replicas} x "
                                              f"{placement.instance}" if feasible else f"{m.status}: {m.reason}"))

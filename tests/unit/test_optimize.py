@@ -190,6 +190,24 @@ def test_a_second_run_continues_the_study_instead_of_starting_over(tmp_path):
     assert more.baseline.number == 0 and len(more.trials) > len(first.trials)
 
 
+def test_the_study_says_what_it_resumes_and_leaves_out_and_each_trial_only_when_asked(tmp_path):
+    """The flow's log gets the study's own lines (resumed, not searched) but not the per-trial ones,
+    which each measure task logs itself: a trial logged twice would read as two trials."""
+    journal = tmp_path / "study.journal"
+    measure, calls = _fake_measure()
+    lines: list[str] = []
+    run_study("s", journal, measure, _catalogue(), device="cpu", cores=2, settings=StudySettings(trials=2, patience=50),
+              say=lines.append)
+    assert any(line.startswith("not searched: ") and "than the 2 cores" in line for line in lines)
+    assert sum(line.startswith("trial ") for line in lines) == 2 * len(calls)  # proposed, then measured
+    quiet: list[str] = []
+    run_study("s", journal, measure, _catalogue(), device="cpu", cores=2, settings=StudySettings(trials=3, patience=50),
+              say=quiet.append, say_trials=False)
+    assert "continuing study s: 2 trials already measured" in quiet
+    assert any(line.startswith("not searched: ") for line in quiet)
+    assert not any(line.startswith("trial ") for line in quiet) and len(calls) > 2
+
+
 def test_a_trial_an_interrupted_run_left_running_is_measured_again(tmp_path):
     import optuna
 
