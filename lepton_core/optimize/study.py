@@ -112,6 +112,7 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
     from optuna.trial import TrialState
 
     say = say or (lambda _m: None)
+    say_trial = say if say_trials else (lambda _m: None)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     gpu = device.startswith("cuda")
     runnable, left_out = combinations(device, cores)
@@ -179,8 +180,7 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
         if earlier is not None:
             m, reused = earlier.measurement, earlier.number
         else:
-            if say_trials:
-                say(f"trial {trial.number}: {candidate.label()}")
+            say_trial(f"trial {trial.number}: {candidate.label()}")
             m, reused = measure(candidate), None
         placement = place(m.rate_rps, m.cores_used, m.peak_memory_mb or 0.0, gpu, catalogue) if m.ok else None
         t = Trial(trial.number, m, placement, reused)
@@ -193,10 +193,10 @@ def run_study(name: str, storage_path: str | Path, measure: Callable[[Candidate]
         worst = max([x.cost for x in trials if x.cost is not None] + [placement.usd_per_million if feasible else 1.0])
         study.tell(trial, placement.usd_per_million if feasible else worst)
         trials.append(t)
-        if reused is None and say_trials:
-            say(f"trial {trial.number}: " + (f"{m.rate_rps:g} req/s at p95 {m.latency_ms['p95']:.1f} ms, "
-                                             f"${placement.usd_per_million:.4f} per million on {placement.replicas} x "
-                                             f"{placement.instance}" if feasible else f"{m.status}: {m.reason}"))
+        if reused is None:
+            say_trial(f"trial {trial.number}: " + (f"{m.rate_rps:g} req/s at p95 {m.latency_ms['p95']:.1f} ms, "
+                                                   f"${placement.usd_per_million:.4f} per million on {placement.replicas} x "
+                                                   f"{placement.instance}" if feasible else f"{m.status}: {m.reason}"))
     feasible = [t for t in trials if t.cost is not None]
     best = min(feasible, key=lambda t: (t.cost, t.number)) if feasible else None
     base = next((t for t in trials if t.measurement.candidate == baseline(cores) and t.reused_from is None), None)
